@@ -1,0 +1,246 @@
+/*
+ * clipl.h - the flat C API of libclipl.
+ *
+ * This header is the single source of truth for the FFI boundary: at build time CMake strips the
+ * preprocessor lines and the CLIPL_API macro and hands the rest to LuaJIT's ffi.cdef
+ * (lua/clipl/cdef.lua). Keep it to plain C declarations: no macros in declarations other than
+ * CLIPL_API, no varargs, no structs passed by value, no callbacks.
+ *
+ * Conventions
+ *   - Constructors return a new reference or NULL; everything else returns an int status
+ *     (CLIPL_OK = 0, a negative clipl_status on error). On error, clipl_errmsg() says what went
+ *     wrong, naming the op, argument, tensor or file at fault.
+ *   - Ops take inputs first, then the output slot (`clipl_tensor **dst`, which receives a new
+ *     reference), then options. Inputs are borrowed.
+ *   - Dims and indices are 0-based in C (the Lua layer converts from 1-based); negative dims count
+ *     from the end.
+ *   - "new reference": the caller owns one reference and must release it.
+ *     "borrowed": valid while the argument it came from is alive.
+ */
+#ifndef CLIPL_H
+#define CLIPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define CLIPL_API __attribute__((visibility("default")))
+#else
+#define CLIPL_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== core: version, errors, threads, memory ================================================= */
+
+typedef enum clipl_status {
+    CLIPL_OK = 0,
+    CLIPL_EINVAL = -1,       /* invalid argument (bad dim, bad option, wrong dtype) */
+    CLIPL_ESHAPE = -2,       /* shapes do not fit together */
+    CLIPL_EINDEX = -3,       /* index out of range */
+    CLIPL_ENOMEM = -4,       /* out of memory */
+    CLIPL_EIO = -5,          /* a file could not be opened, read or written */
+    CLIPL_EFORMAT = -6,      /* a file or buffer is corrupt, truncated or of the wrong kind */
+    CLIPL_EUNSUPPORTED = -7, /* valid but not supported (yet) */
+    CLIPL_EDNNL = -8,        /* oneDNN refused or failed */
+    CLIPL_EIMAGE = -9,       /* libvips could not decode or process an image */
+    CLIPL_EINTERRUPTED = -10 /* stopped by clipl_interrupt() */
+} clipl_status;
+
+/* Version string of the library, e.g. "0.1.0". Borrowed (static). */
+CLIPL_API const char *clipl_version(void);
+
+/* Message of the last error on this thread ("" when none). Borrowed; valid until the next call that
+ * fails on this thread. */
+CLIPL_API const char *clipl_errmsg(void);
+/* Status code of the last error on this thread (CLIPL_OK when none). */
+CLIPL_API int clipl_errcode(void);
+/* Clears this thread's error. */
+CLIPL_API void clipl_errclear(void);
+
+/* Number of threads used by oneDNN (OpenMP) and libvips. n <= 0 means all cores. */
+CLIPL_API int clipl_set_num_threads(int n);
+CLIPL_API int clipl_get_num_threads(void);
+
+/* Bytes currently held by live tensor storages allocated by clipl (mmapped files not counted). */
+CLIPL_API int64_t clipl_live_bytes(void);
+/* Bytes currently mapped from files by live storages. */
+CLIPL_API int64_t clipl_mapped_bytes(void);
+/* Highest clipl_live_bytes() seen since start or since clipl_reset_peak_bytes(). */
+CLIPL_API int64_t clipl_peak_bytes(void);
+CLIPL_API void clipl_reset_peak_bytes(void);
+
+/* Asks long-running calls (on any thread) to stop at the next check point with
+ * CLIPL_EINTERRUPTED; clipl_interrupt(0) clears the request. Safe from a signal handler. */
+CLIPL_API void clipl_interrupt(int on);
+CLIPL_API int clipl_interrupted(void);
+
+/* ==== core: tensors ========================================================================== */
+
+typedef enum clipl_dtype {
+    CLIPL_F32 = 0,
+    CLIPL_BF16 = 1,
+    CLIPL_F16 = 2,
+    CLIPL_I32 = 3,
+    CLIPL_I64 = 4,
+    CLIPL_U8 = 5
+} clipl_dtype;
+
+enum { CLIPL_MAX_DIMS = 8 };
+
+typedef struct clipl_storage clipl_storage;
+typedef struct clipl_autograd clipl_autograd;
+
+/* A tensor: a POD header (dtype, shape, strides in elements, offset) over a refcounted storage.
+ * Views share the storage and hold a reference to it. Lua reads the header fields directly; only
+ * the library writes them. Field names avoid the Lua method names (t:dtype(), t:stride(), t:data())
+ * because LuaJIT resolves struct fields before metatable methods. */
+typedef struct clipl_tensor {
+    int32_t dt;                       /* clipl_dtype */
+    int32_t ndim;                     /* 0 .. CLIPL_MAX_DIMS */
+    int64_t shape[CLIPL_MAX_DIMS];    /* sizes; entries past ndim are 1 */
+    int64_t strides[CLIPL_MAX_DIMS];  /* in elements; entries past ndim are 0 */
+    int64_t offset;                   /* of element 0 from the storage start, in elements */
+    void *ptr;                        /* address of element 0 (storage base + offset) */
+    clipl_storage *storage;           /* owning storage (one reference held) */
+    int32_t refcount;                 /* references to this header */
+    int32_t flags;                    /* CLIPL_TF_* bits */
+    clipl_autograd *ag;               /* autograd state, NULL when not tracked */
+} clipl_tensor;
+
+enum {
+    CLIPL_TF_READONLY = 1,      /* storage is a read-only mapping: writes are refused */
+    CLIPL_TF_REQUIRES_GRAD = 2  /* reserved for autograd */
+};
+
+/* Size in bytes of one element of dtype (0 for an unknown dtype). */
+CLIPL_API int clipl_dtype_size(int dtype);
+/* Name of a dtype ("f32", "bf16", "f16", "i32", "i64", "u8"); "?" for an unknown one. Borrowed. */
+CLIPL_API const char *clipl_dtype_name(int dtype);
+/* dtype for a name as above (also "float32", "bfloat16", "float16", "int32", "int64", "uint8"), or
+ * -1. */
+CLIPL_API int clipl_dtype_from_name(const char *name);
+
+/* Adds a reference to t and returns t. */
+CLIPL_API clipl_tensor *clipl_tensor_retain(clipl_tensor *t);
+/* Drops a reference; frees the header (and the storage's reference) at zero. NULL is ignored. */
+CLIPL_API void clipl_tensor_release(clipl_tensor *t);
+
+/* New contiguous tensor, uninitialised (empty) or zero-filled. shape: ndim sizes (>= 0).
+ * New reference or NULL. */
+CLIPL_API clipl_tensor *clipl_tensor_empty(int dtype, int ndim, const int64_t *shape);
+CLIPL_API clipl_tensor *clipl_tensor_zeros(int dtype, int ndim, const int64_t *shape);
+/* New contiguous tensor holding a copy of nbytes at src (nbytes must equal numel * dtype size).
+ * New reference or NULL. */
+CLIPL_API clipl_tensor *clipl_tensor_from_data(int dtype, int ndim, const int64_t *shape,
+                                               const void *src, size_t nbytes);
+/* A tensor over an existing storage with the given geometry (checked against the storage's size).
+ * New reference or NULL. */
+CLIPL_API clipl_tensor *clipl_tensor_new_view(clipl_storage *storage, int dtype, int ndim,
+                                              const int64_t *shape, const int64_t *stride,
+                                              int64_t offset);
+
+/* Number of elements (product of shape; 1 for 0-d). */
+CLIPL_API int64_t clipl_tensor_numel(const clipl_tensor *t);
+/* 1 when the strides are the row-major strides of the shape (size-1 dims ignored), else 0. */
+CLIPL_API int clipl_tensor_is_contiguous(const clipl_tensor *t);
+/* The storage of t. Borrowed. */
+CLIPL_API clipl_storage *clipl_tensor_storage(const clipl_tensor *t);
+
+/* ---- views (no copy; dst shares t's storage) ---- */
+/* dst = t narrowed along dim to [start, start + length). */
+CLIPL_API int clipl_tensor_narrow(const clipl_tensor *t, clipl_tensor **dst, int dim,
+                                  int64_t start, int64_t length);
+/* dst = t with dim removed at index. */
+CLIPL_API int clipl_tensor_select(const clipl_tensor *t, clipl_tensor **dst, int dim,
+                                  int64_t index);
+/* dst = t with dims d0 and d1 swapped. */
+CLIPL_API int clipl_tensor_transpose(const clipl_tensor *t, clipl_tensor **dst, int d0, int d1);
+/* dst = t with dims reordered: dst dim i is t dim perm[i]. n must equal t->ndim. */
+CLIPL_API int clipl_tensor_permute(const clipl_tensor *t, clipl_tensor **dst, int n,
+                                   const int *perm);
+/* dst = t viewed with a new shape (one entry may be -1); fails with CLIPL_ESHAPE when the strides
+ * do not allow a view. */
+CLIPL_API int clipl_tensor_view(const clipl_tensor *t, clipl_tensor **dst, int ndim,
+                                const int64_t *shape);
+/* Like view, but copies when a view is impossible. */
+CLIPL_API int clipl_tensor_reshape(const clipl_tensor *t, clipl_tensor **dst, int ndim,
+                                   const int64_t *shape);
+/* dst = t broadcast to shape (size-1 or new leading dims get stride 0; -1 keeps a size). */
+CLIPL_API int clipl_tensor_expand(const clipl_tensor *t, clipl_tensor **dst, int ndim,
+                                  const int64_t *shape);
+/* dst = t with a size-1 dim inserted at dim (0..ndim). */
+CLIPL_API int clipl_tensor_unsqueeze(const clipl_tensor *t, clipl_tensor **dst, int dim);
+/* dst = t without dim (which must have size 1); dim = CLIPL_ALL_DIMS removes every size-1 dim. */
+CLIPL_API int clipl_tensor_squeeze(const clipl_tensor *t, clipl_tensor **dst, int dim);
+enum { CLIPL_ALL_DIMS = 1000 };
+
+/* ---- copies ---- */
+/* dst = t itself (a new reference) when contiguous, else a contiguous copy. */
+CLIPL_API int clipl_tensor_contiguous(const clipl_tensor *t, clipl_tensor **dst);
+/* dst = a contiguous copy of t. */
+CLIPL_API int clipl_tensor_clone(const clipl_tensor *t, clipl_tensor **dst);
+/* dst = t converted to dtype (a contiguous copy; float -> bf16/f16 rounds to nearest even;
+ * float -> integer truncates toward zero). */
+CLIPL_API int clipl_tensor_to(const clipl_tensor *t, clipl_tensor **dst, int dtype);
+/* Copies src into dst elementwise (any strides, any dtypes; src broadcast to dst's shape). */
+CLIPL_API int clipl_tensor_copy_(clipl_tensor *dst, const clipl_tensor *src);
+/* Sets every element of dst to value (converted to dst's dtype). */
+CLIPL_API int clipl_tensor_fill_(clipl_tensor *dst, double value);
+
+/* ---- element access (slow; for printing, tests and scalars) ---- */
+/* Element at a flat row-major index (0 .. numel-1) of t's logical layout, as a double. */
+CLIPL_API int clipl_tensor_get_flat(const clipl_tensor *t, int64_t index, double *value);
+CLIPL_API int clipl_tensor_set_flat(clipl_tensor *t, int64_t index, double value);
+/* Copies t (any strides) into out as doubles in row-major order; n must be >= numel. */
+CLIPL_API int clipl_tensor_to_doubles(const clipl_tensor *t, double *out, int64_t n);
+
+/* ---- storage ---- */
+CLIPL_API clipl_storage *clipl_storage_retain(clipl_storage *s);
+CLIPL_API void clipl_storage_release(clipl_storage *s);
+/* New zeroed storage of nbytes, 64-byte aligned. New reference or NULL. */
+CLIPL_API clipl_storage *clipl_storage_new(size_t nbytes);
+/* Maps [offset, offset + nbytes) of a file read-only. New reference or NULL. */
+CLIPL_API clipl_storage *clipl_storage_map_file(const char *path, int64_t offset, size_t nbytes);
+CLIPL_API void *clipl_storage_data(const clipl_storage *s);
+CLIPL_API size_t clipl_storage_nbytes(const clipl_storage *s);
+/* 1 when the storage is a read-only file mapping. */
+CLIPL_API int clipl_storage_readonly(const clipl_storage *s);
+
+/* ---- random numbers ---- */
+/* A seeded generator (xoshiro256** seeded by splitmix64). The same
+ * seed gives the same numbers on every machine and run. */
+typedef struct clipl_generator clipl_generator;
+CLIPL_API clipl_generator *clipl_generator_new(uint64_t seed);
+CLIPL_API void clipl_generator_free(clipl_generator *g);
+CLIPL_API int clipl_generator_seed(clipl_generator *g, uint64_t seed);
+/* Fills dst (float dtype) with U[lo, hi). */
+CLIPL_API int clipl_tensor_uniform_(clipl_tensor *dst, clipl_generator *g, double lo, double hi);
+/* Fills dst (float dtype) with N(mean, std^2) (Box-Muller on the generator's doubles). */
+CLIPL_API int clipl_tensor_normal_(clipl_tensor *dst, clipl_generator *g, double mean, double std);
+/* State for checkpoints: 4 words. */
+CLIPL_API int clipl_generator_get_state(const clipl_generator *g, uint64_t *state4);
+CLIPL_API int clipl_generator_set_state(clipl_generator *g, const uint64_t *state4);
+
+/* ==== ops ===================================================================================== */
+/* (engine/ops) */
+
+/* ==== io ====================================================================================== */
+/* (engine/io) */
+
+/* ==== text ==================================================================================== */
+/* (engine/text) */
+
+/* ==== image =================================================================================== */
+/* (engine/image) */
+
+/* ==== nn ====================================================================================== */
+/* (engine/nn) */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CLIPL_H */
