@@ -16,6 +16,12 @@ clip.lib = lib
 -- `clip` (and may register tensor methods through clipl.tensor.register).
 local parts = {
     "clipl.ops",
+    "clipl.ops_nn",
+    "clipl.io",
+    "clipl.tokenizer",
+    "clipl.image",
+    "clipl.models",
+    "clipl.help",
 }
 
 for k, v in pairs(tensor) do
