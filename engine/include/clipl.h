@@ -230,6 +230,129 @@ CLIPL_API int clipl_generator_set_state(clipl_generator *g, const uint64_t *stat
 /* -- oneDNN ops (dnnl) -- */
 
 /* -- plain ops -- */
+/* Elementwise binary ops, reductions, top-k, joins and indexing (engine/ops/binary.c, reduce.c,
+ * index.c, join.c). Forward only; every op is a pure function of its inputs so that a backward can
+ * be recorded around it later. Inputs are borrowed; *dst receives a new reference.
+ *
+ * Broadcasting: a and b broadcast as in NumPy (dims right-aligned; a size-1 or missing dim is
+ * stretched), with any strides. The result is a new contiguous tensor of the broadcast shape.
+ * Result dtype (the "common dtype"): float wins over integer; between floats the wider one wins
+ * (f32 > bf16, f16; bf16 with f16 gives f32); between integers the wider one (i64 > i32 > u8).
+ * div of two integer tensors is true division and gives f32. Tensor-scalar forms keep the tensor's
+ * dtype, except that an integer tensor with a non-integral scalar (and any integer div) gives f32.
+ * Arithmetic: bf16/f16 are computed in f32 (or wider) and rounded once; integers in int64 (wrapping
+ * on overflow when stored). Contiguous f32/bf16 cases run on oneDNN's binary primitive, the rest on
+ * strided C loops (OpenMP for large tensors). */
+typedef enum clipl_binary_op {
+    CLIPL_BIN_ADD = 0, /* a + b */
+    CLIPL_BIN_SUB = 1, /* a - b */
+    CLIPL_BIN_MUL = 2, /* a * b */
+    CLIPL_BIN_DIV = 3, /* a / b */
+    CLIPL_BIN_POW = 4, /* a ^ b */
+    CLIPL_BIN_MAX = 5, /* max(a, b) (NaN propagates) */
+    CLIPL_BIN_MIN = 6, /* min(a, b) (NaN propagates) */
+    CLIPL_BIN_EQ = 7,  /* comparisons give a u8 mask of 0/1 */
+    CLIPL_BIN_NE = 8,
+    CLIPL_BIN_LT = 9,
+    CLIPL_BIN_LE = 10,
+    CLIPL_BIN_GT = 11,
+    CLIPL_BIN_GE = 12
+} clipl_binary_op;
+
+/* dst = a op b (broadcast). op: clipl_binary_op. Comparisons give u8. */
+CLIPL_API int clipl_binary(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst,
+                           int op);
+/* dst = a op s (reversed = 0) or s op a (reversed = 1) for a scalar s. */
+CLIPL_API int clipl_binary_scalar(const clipl_tensor *a, double s, clipl_tensor **dst, int op,
+                                  int reversed);
+/* In place: a = a op b (b broadcast to a's shape; the result is converted to a's dtype). */
+CLIPL_API int clipl_binary_(clipl_tensor *a, const clipl_tensor *b, int op);
+/* In place: a = a op s (reversed = 0) or s op a (reversed = 1). */
+CLIPL_API int clipl_binary_scalar_(clipl_tensor *a, double s, int op, int reversed);
+
+/* Named forms of the above. add takes alpha: dst = a + alpha * b. */
+CLIPL_API int clipl_add(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst,
+                        double alpha);
+CLIPL_API int clipl_sub(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst);
+CLIPL_API int clipl_mul(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst);
+CLIPL_API int clipl_div(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst);
+CLIPL_API int clipl_pow(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst);
+/* dst = a + s, a - s, a * s, a / s, a ^ s. */
+CLIPL_API int clipl_add_scalar(const clipl_tensor *a, double s, clipl_tensor **dst);
+CLIPL_API int clipl_sub_scalar(const clipl_tensor *a, double s, clipl_tensor **dst);
+CLIPL_API int clipl_mul_scalar(const clipl_tensor *a, double s, clipl_tensor **dst);
+CLIPL_API int clipl_div_scalar(const clipl_tensor *a, double s, clipl_tensor **dst);
+CLIPL_API int clipl_pow_scalar(const clipl_tensor *a, double s, clipl_tensor **dst);
+/* dst = s - a, s / a, s ^ a. */
+CLIPL_API int clipl_rsub_scalar(const clipl_tensor *a, double s, clipl_tensor **dst);
+CLIPL_API int clipl_rdiv_scalar(const clipl_tensor *a, double s, clipl_tensor **dst);
+CLIPL_API int clipl_rpow_scalar(const clipl_tensor *a, double s, clipl_tensor **dst);
+/* dst = -a (same dtype; u8 wraps). */
+CLIPL_API int clipl_neg(const clipl_tensor *a, clipl_tensor **dst);
+/* In place on a: a += alpha * b, a -= b, a *= b, a /= b, a = a ^ b; a += s, a *= s. */
+CLIPL_API int clipl_add_(clipl_tensor *a, const clipl_tensor *b, double alpha);
+CLIPL_API int clipl_sub_(clipl_tensor *a, const clipl_tensor *b);
+CLIPL_API int clipl_mul_(clipl_tensor *a, const clipl_tensor *b);
+CLIPL_API int clipl_div_(clipl_tensor *a, const clipl_tensor *b);
+CLIPL_API int clipl_pow_(clipl_tensor *a, const clipl_tensor *b);
+CLIPL_API int clipl_add_scalar_(clipl_tensor *a, double s);
+CLIPL_API int clipl_mul_scalar_(clipl_tensor *a, double s);
+CLIPL_API int clipl_neg_(clipl_tensor *a);
+/* The common dtype of a and b as described above. */
+CLIPL_API int clipl_result_dtype(int dtype_a, int dtype_b);
+
+/* Reductions along dim (negative counts from the end), or over every element when dim is
+ * CLIPL_ALL_DIMS (result 0-d, or all size-1 dims with keepdim). keepdim != 0 keeps the reduced dim
+ * with size 1. Float inputs accumulate in double and give the input dtype; integer sums give i64;
+ * the mean and norm of an integer tensor give f32. Reducing a 0-size dim: sum 0, mean NaN, and
+ * max/min/argmax/argmin an error. */
+CLIPL_API int clipl_sum(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim);
+CLIPL_API int clipl_mean(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim);
+/* values = max along dim; indices (i64, 0-based, first occurrence; NaN counts as the maximum) may
+ * be NULL. With CLIPL_ALL_DIMS, indices are flat row-major indices. */
+CLIPL_API int clipl_max(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices,
+                        int dim, int keepdim);
+CLIPL_API int clipl_min(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices,
+                        int dim, int keepdim);
+/* dst = i64 indices of the max / min along dim (flat indices with CLIPL_ALL_DIMS). */
+CLIPL_API int clipl_argmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim);
+CLIPL_API int clipl_argmin(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim);
+/* dst = (sum |x|^p)^(1/p) along dim; p = INFINITY gives max |x|, p = -INFINITY min |x|, p = 0
+ * the count of non-zeros. */
+CLIPL_API int clipl_norm(const clipl_tensor *src, clipl_tensor **dst, double p, int dim,
+                         int keepdim);
+/* The k largest (largest != 0) or smallest entries along dim, sorted (descending for largest,
+ * ascending for smallest; ties keep the lower index first). values: src's dtype, indices: i64,
+ * 0-based; both have src's shape with dim of size k. indices may be NULL. */
+CLIPL_API int clipl_topk(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices,
+                         int64_t k, int dim, int largest);
+
+/* Joins n tensors (srcs[0..n-1], borrowed) along an existing dim (cat) or a new dim (stack).
+ * All shapes must match except along dim for cat; 1-d empty tensors are skipped by cat as in
+ * PyTorch. The result has the common dtype of all inputs. */
+CLIPL_API int clipl_cat(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int dim);
+CLIPL_API int clipl_stack(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int dim);
+
+/* Indexing. Index tensors are i32 or i64 (0-based; negative values are errors). An out-of-range
+ * index fails with CLIPL_EINDEX naming the value, the dim and its size. */
+/* dst = src with dim restricted to the entries of index (1-d): dst.shape[dim] = numel(index). */
+CLIPL_API int clipl_index_select(const clipl_tensor *src, const clipl_tensor *index,
+                                 clipl_tensor **dst, int dim);
+/* dst[i][j][k] = src[index[i][j][k]][j][k] (for dim 0, likewise for others); index has src's
+ * ndim and sizes <= src's outside dim; dst has index's shape and src's dtype. */
+CLIPL_API int clipl_gather(const clipl_tensor *src, const clipl_tensor *index, clipl_tensor **dst,
+                           int dim);
+/* Embedding lookup: weight [V, D] (any dtype), ids of any shape (i32/i64) -> dst [..ids, D]. */
+CLIPL_API int clipl_embedding(const clipl_tensor *ids, const clipl_tensor *weight,
+                              clipl_tensor **dst);
+/* dst = src with value where mask (u8, or any dtype: non-zero is true; broadcast to src) is set. */
+CLIPL_API int clipl_masked_fill(const clipl_tensor *src, const clipl_tensor *mask,
+                                clipl_tensor **dst, double value);
+CLIPL_API int clipl_masked_fill_(clipl_tensor *t, const clipl_tensor *mask, double value);
+/* dst = cond ? a : b elementwise (cond any dtype, non-zero is true; all three broadcast; dtype is
+ * the common dtype of a and b). */
+CLIPL_API int clipl_where(const clipl_tensor *cond, const clipl_tensor *a, const clipl_tensor *b,
+                          clipl_tensor **dst);
 
 /* ==== io ====================================================================================== */
 /* (engine/io) */
