@@ -363,6 +363,83 @@ CLIPL_API int clipl_where(const clipl_tensor *cond, const clipl_tensor *a, const
 /* ==== image =================================================================================== */
 /* (engine/image) */
 
+/* Decoded images (libvips decodes; clipl resamples exactly as Pillow does) and CLIP's
+ * preprocessing, OpenAI's `_transform(n_px)`: Resize(n_px, bicubic) -> CenterCrop(n_px) ->
+ * convert('RGB') -> ToTensor -> Normalize(CLIP mean, std). See docs/preprocessing.md. */
+typedef struct clipl_image clipl_image;
+
+/* Pixel modes, named after the Pillow mode the same file opens as. Pixels are interleaved,
+ * row-major, 8 bits per sample except CLIPL_IMAGE_I (one int32 per pixel). */
+typedef enum clipl_image_mode {
+    CLIPL_IMAGE_L = 0,    /* grey, 1 band */
+    CLIPL_IMAGE_LA = 1,   /* grey + alpha, 2 bands */
+    CLIPL_IMAGE_RGB = 2,  /* 3 bands */
+    CLIPL_IMAGE_RGBA = 3, /* 4 bands, straight (not premultiplied) alpha */
+    CLIPL_IMAGE_P = 4,    /* palette image, stored expanded to RGB; resized nearest as Pillow */
+    CLIPL_IMAGE_PA = 5,   /* palette image with transparency, expanded to RGBA; resized nearest */
+    CLIPL_IMAGE_CMYK = 6, /* 4 bands, 0 = no ink */
+    CLIPL_IMAGE_I = 7     /* 16-bit grey kept as int32 per pixel (Pillow's 'I'); 1 band */
+} clipl_image_mode;
+
+/* Flags for loading and batches. */
+enum {
+    CLIPL_IMAGE_AUTOROTATE = 1, /* apply the EXIF orientation (OpenAI's code does not) */
+    CLIPL_BATCH_SKIP_BAD = 2    /* batch: report bad files and go on (their rows are zero) */
+};
+
+/* Decodes an image file with libvips (JPEG, PNG, WebP, TIFF, GIF, HEIF/AVIF when libvips has
+ * them; the first page/frame). Fails with CLIPL_EIO / CLIPL_EFORMAT / CLIPL_EIMAGE and a message
+ * naming the file for unreadable, truncated, corrupt, empty or oversized images (see
+ * clipl_image_set_pixel_limit). flags: CLIPL_IMAGE_AUTOROTATE. New image or NULL. */
+CLIPL_API clipl_image *clipl_image_load(const char *path, int flags);
+/* Same from nbytes of encoded bytes at data (copied as needed; data may be freed after). */
+CLIPL_API clipl_image *clipl_image_load_buffer(const void *data, size_t nbytes, int flags);
+/* An image over a copy of raw pixels: width x height x bands of mode (8-bit samples; int32 for
+ * CLIPL_IMAGE_I). nbytes must equal that size. New image or NULL. */
+CLIPL_API clipl_image *clipl_image_from_pixels(int width, int height, int mode, const void *pixels,
+                                               size_t nbytes);
+/* Frees an image. NULL is ignored. */
+CLIPL_API void clipl_image_free(clipl_image *img);
+CLIPL_API int clipl_image_width(const clipl_image *img);
+CLIPL_API int clipl_image_height(const clipl_image *img);
+/* Samples per pixel (1, 2, 3 or 4). */
+CLIPL_API int clipl_image_bands(const clipl_image *img);
+/* A clipl_image_mode. */
+CLIPL_API int clipl_image_mode(const clipl_image *img);
+/* "L", "LA", "RGB", "RGBA", "P", "PA", "CMYK", "I"; "?" for an unknown mode. Borrowed (static). */
+CLIPL_API const char *clipl_image_mode_name(int mode);
+/* The pixels, row-major, interleaved. Borrowed (valid while img lives). */
+CLIPL_API const void *clipl_image_pixels(const clipl_image *img);
+/* Size of the pixel buffer in bytes. */
+CLIPL_API size_t clipl_image_nbytes(const clipl_image *img);
+/* The pixels as a new [H, W, bands] u8 tensor (i32 for CLIPL_IMAGE_I). */
+CLIPL_API int clipl_image_to_tensor(const clipl_image *img, clipl_tensor **dst);
+/* Resizes with Pillow's bicubic (a = -0.5, antialiased when shrinking, 8-bit fixed point, RGBA
+ * and LA premultiplied; P, PA nearest) to width x height, as Pillow 9.4's Image.resize(size,
+ * BICUBIC). *dst receives a new image of the same mode. */
+CLIPL_API int clipl_image_resize(const clipl_image *img, int width, int height, clipl_image **dst);
+/* The same image converted to RGB as Pillow's convert('RGB') (alpha dropped, grey replicated,
+ * CMYK and 'I' converted). *dst receives a new image. */
+CLIPL_API int clipl_image_to_rgb(const clipl_image *img, clipl_image **dst);
+
+/* CLIP's preprocessing of one image: dst = [3, n_px, n_px] f32. */
+CLIPL_API int clipl_image_preprocess(const clipl_image *img, int n_px, clipl_tensor **dst);
+/* Decodes and preprocesses n files in parallel on nthreads threads (<= 0: clipl_get_num_threads())
+ * into dst = [n, 3, n_px, n_px] f32. status_out (n ints, may be NULL) receives each item's status.
+ * Without CLIPL_BATCH_SKIP_BAD the first bad file fails the call (its message names the file and
+ * the index); with it, bad items get a zero row, their status and a message, and the call
+ * succeeds. flags: CLIPL_IMAGE_AUTOROTATE | CLIPL_BATCH_SKIP_BAD. */
+CLIPL_API int clipl_preprocess_batch(int n, const char *const *paths, int n_px, int flags,
+                                     int nthreads, clipl_tensor **dst, int *status_out);
+/* The message of item index of the last clipl_preprocess_batch on this thread ("" when it was
+ * fine). Borrowed; valid until the next batch call on this thread. */
+CLIPL_API const char *clipl_preprocess_batch_message(int index);
+
+/* Images with more pixels (width x height) than this are refused before decoding (default
+ * 178956970, Pillow's decompression-bomb error threshold). limit <= 0 restores the default. */
+CLIPL_API int clipl_image_set_pixel_limit(int64_t limit);
+CLIPL_API int64_t clipl_image_get_pixel_limit(void);
+
 /* ==== net ===================================================================================== */
 /* (engine/net) */
 
