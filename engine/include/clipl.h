@@ -228,6 +228,154 @@ CLIPL_API int clipl_generator_set_state(clipl_generator *g, const uint64_t *stat
 /* (engine/ops) */
 
 /* -- oneDNN ops (dnnl) -- */
+/* Every op here runs on oneDNN, accepts f32 and bf16 inputs (any strides; views are used in place
+ * when oneDNN can read them, else copied) and writes a new contiguous tensor in the input dtype
+ * unless stated. Primitives are created once per (op, dtypes, shapes, strides, attributes) and
+ * cached. */
+
+/* Activations fused into matmul/linear/conv (post-ops) and run by clipl_eltwise. alpha/beta are
+ * the op's parameters where it has any. */
+typedef enum clipl_act {
+    CLIPL_ACT_NONE = 0,
+    CLIPL_ACT_RELU = 1,       /* max(x, 0) */
+    CLIPL_ACT_GELU = 2,       /* x * Phi(x) (erf form, PyTorch's default) */
+    CLIPL_ACT_GELU_TANH = 3,  /* tanh approximation of GELU */
+    CLIPL_ACT_QUICK_GELU = 4, /* x * sigmoid(1.702 x) (CLIP), oneDNN swish with alpha 1.702 */
+    CLIPL_ACT_SIGMOID = 5,
+    CLIPL_ACT_TANH = 6,
+    CLIPL_ACT_EXP = 7,
+    CLIPL_ACT_LOG = 8,
+    CLIPL_ACT_SQRT = 9,
+    CLIPL_ACT_ABS = 10,
+    CLIPL_ACT_CLAMP = 11,  /* min(max(x, alpha), beta) */
+    CLIPL_ACT_LINEAR = 12, /* alpha * x + beta */
+    CLIPL_ACT_POW = 13,    /* alpha * x ^ beta */
+    CLIPL_ACT_SWISH = 14,  /* x * sigmoid(alpha x) */
+    CLIPL_ACT_SQUARE = 15,
+    CLIPL_ACT_SOFTPLUS = 16,
+    CLIPL_ACT_COUNT = 17
+} clipl_act;
+
+/* Name of an activation ("relu", "quick_gelu", ...), "?" when unknown. Borrowed (static). */
+CLIPL_API const char *clipl_act_name(int act);
+/* Activation for a name as above, or -1. */
+CLIPL_API int clipl_act_from_name(const char *name);
+
+/* Options of matmul and linear (NULL means all defaults: no activation, scale 1, no accumulate).
+ * Result = act(scale * (a @ b) + bias) [+ sum_scale * accum]. */
+typedef struct clipl_matmul_opts {
+    int32_t act;          /* clipl_act applied after the bias */
+    float alpha, beta;    /* parameters of act (see clipl_act) */
+    float scale;          /* multiplies a @ b before the bias; 0 is read as 1 */
+    float sum_scale;      /* weight of accum in the sum; 0 is read as 1 */
+    clipl_tensor *accum;  /* borrowed; when set, the result is added into it in place (residual
+                             adds) and *dst receives a new reference to accum */
+} clipl_matmul_opts;
+
+/* Batched matrix product: a [..., M, K] @ b [..., K, N] -> dst [..., M, N]. Leading (batch) dims
+ * broadcast as in PyTorch; either operand may be a transposed or narrowed view. bias (optional)
+ * broadcasts to [..., M, N] (typically [N]). a and b must have the same dtype; dst has a's dtype.
+ * *dst: new reference. Returns CLIPL_ESHAPE "matmul: size mismatch, [AxB] @ [CxD]" etc. */
+CLIPL_API int clipl_matmul(const clipl_tensor *a, const clipl_tensor *b, const clipl_tensor *bias,
+                           clipl_tensor **dst, const clipl_matmul_opts *opts);
+
+/* Linear layer: x [..., in] @ weight [out, in]^T + bias [out] -> dst [..., out], with a fused
+ * activation (clipl_act; alpha/beta 0). Reorders nothing ahead of time: for repeated calls use
+ * prepared weights below. *dst: new reference. */
+CLIPL_API int clipl_linear(const clipl_tensor *x, const clipl_tensor *weight,
+                           const clipl_tensor *bias, clipl_tensor **dst, int act);
+
+/* Weights of a linear layer reordered once into the blocked layout oneDNN's matmul prefers, so
+ * calls never reorder them. */
+typedef struct clipl_linear_weights clipl_linear_weights;
+/* Prepares weight [out, in] (and bias [out] or NULL) in dtype (CLIPL_F32 or CLIPL_BF16; -1 keeps
+ * weight's dtype). m_hint is the typical number of rows of x (<= 0: 256), used to pick the layout.
+ * Copies the data (the inputs may be released). New handle or NULL. */
+CLIPL_API clipl_linear_weights *clipl_linear_prepare(const clipl_tensor *weight,
+                                                     const clipl_tensor *bias, int dtype,
+                                                     int64_t m_hint);
+CLIPL_API void clipl_linear_weights_free(clipl_linear_weights *w);
+/* out_features, in_features, dtype (any pointer may be NULL); bytes held. */
+CLIPL_API int clipl_linear_weights_info(const clipl_linear_weights *w, int64_t *out_features,
+                                        int64_t *in_features, int *dtype, int64_t *nbytes);
+/* dst [..., out] = opts->act(x [..., in] @ W^T + b) [+ accum]. x in f32 or bf16 (converted to the
+ * weights' dtype when they differ); dst has x's dtype. *dst: new reference. */
+CLIPL_API int clipl_linear_apply(const clipl_linear_weights *w, const clipl_tensor *x,
+                                 clipl_tensor **dst, const clipl_matmul_opts *opts);
+
+/* Options of conv2d (NULL: stride 1, padding 0, dilation 1, groups 1, no activation). */
+typedef struct clipl_conv2d_opts {
+    int64_t stride[2];   /* (h, w); 0 is read as 1 */
+    int64_t padding[2];  /* (h, w), zeros on both sides */
+    int64_t dilation[2]; /* (h, w), PyTorch's convention: 1 = none; 0 is read as 1 */
+    int64_t groups;      /* 0 is read as 1 */
+    int32_t act;         /* clipl_act fused after the bias (e.g. CLIPL_ACT_RELU) */
+    float alpha, beta;   /* parameters of act */
+} clipl_conv2d_opts;
+
+/* 2-d convolution (cross-correlation, as PyTorch): src [N, C, H, W], weights
+ * [O, C/groups, KH, KW], bias [O] or NULL -> dst [N, O, OH, OW]. *dst: new reference. */
+CLIPL_API int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights,
+                           const clipl_tensor *bias, clipl_tensor **dst,
+                           const clipl_conv2d_opts *opts);
+
+/* Batch norm, inference: dst = (src - mean) / sqrt(var + eps) * weight + bias over dim 1 of src
+ * [N, C, ...]; mean, var, weight, bias: [C] (weight/bias may be NULL: 1 and 0). *dst: new ref. */
+CLIPL_API int clipl_batch_norm(const clipl_tensor *src, const clipl_tensor *mean,
+                               const clipl_tensor *var, const clipl_tensor *weight,
+                               const clipl_tensor *bias, clipl_tensor **dst, double eps);
+/* Folds an inference batch norm that follows a convolution into its weights [O, ...] and bias
+ * [O] (or NULL = 0): w' = w * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta.
+ * Computed in double; outputs in weights' dtype (bias f32 when weights are f32, else weights'
+ * dtype). *w_out, *b_out: new references. */
+CLIPL_API int clipl_fold_batch_norm(const clipl_tensor *weights, const clipl_tensor *bias,
+                                    const clipl_tensor *mean, const clipl_tensor *var,
+                                    const clipl_tensor *gamma, const clipl_tensor *beta,
+                                    double eps, clipl_tensor **w_out, clipl_tensor **b_out);
+
+/* Layer norm over the last norm_ndim dims of src (any leading shape): weight and bias (each
+ * optional, NULL) have those dims' shape (or as many elements). When mean/rstd are not NULL they
+ * receive new tensors [leading dims] f32 of the per-row mean and 1/sqrt(var + eps) (kept for a
+ * backward). *dst: new reference. */
+CLIPL_API int clipl_layer_norm(const clipl_tensor *src, int norm_ndim, const clipl_tensor *weight,
+                               const clipl_tensor *bias, clipl_tensor **dst, double eps,
+                               clipl_tensor **mean, clipl_tensor **rstd);
+
+/* Softmax (log = 0) or log-softmax (log = 1) of src along dim (negative from the end).
+ * *dst: new reference, same dtype as src. */
+CLIPL_API int clipl_softmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int log);
+
+/* dst = act(src) with parameters alpha, beta (see clipl_act). *dst: new reference. */
+CLIPL_API int clipl_eltwise(const clipl_tensor *src, clipl_tensor **dst, int act, double alpha,
+                            double beta);
+/* In place: t = act(t). */
+CLIPL_API int clipl_eltwise_(clipl_tensor *t, int act, double alpha, double beta);
+
+typedef enum clipl_pool_kind {
+    CLIPL_POOL_MAX = 0,
+    CLIPL_POOL_AVG = 1,             /* padding counts in the divisor (PyTorch's default) */
+    CLIPL_POOL_AVG_EXCLUDE_PAD = 2  /* count_include_pad = False */
+} clipl_pool_kind;
+
+/* 2-d pooling of src [N, C, H, W] -> dst [N, C, OH, OW] with kernel (kh, kw), stride (sh, sw;
+ * 0 = kernel) and zero padding (ph, pw); ceil_mode as PyTorch. *dst: new reference. */
+CLIPL_API int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t kh,
+                           int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                           int ceil_mode);
+
+/* Scaled dot-product attention: softmax(q @ k^T * scale + mask) @ v. q [B, H, T, Dh],
+ * k, v [B, H, S, Dh] (any strides; leading dims broadcast), mask additive, broadcastable to
+ * [B, H, T, S] (e.g. [T, S] with -inf above the diagonal) or NULL. scale <= 0 means
+ * 1/sqrt(Dh). dst [B, H, T, Dh] in q's dtype. probs (may be NULL) receives the attention weights
+ * [B, H, T, S] f32 (kept for a backward). *dst, *probs: new references. */
+CLIPL_API int clipl_attention(const clipl_tensor *q, const clipl_tensor *k, const clipl_tensor *v,
+                              const clipl_tensor *mask, clipl_tensor **dst, double scale,
+                              clipl_tensor **probs);
+
+/* Primitive cache: entries held, hits, misses; capacity (entries; <= 0 keeps it) and clearing. */
+CLIPL_API int clipl_dnnl_cache_stats(int64_t *entries, int64_t *hits, int64_t *misses);
+CLIPL_API int clipl_dnnl_cache_set_capacity(int capacity);
+CLIPL_API void clipl_dnnl_cache_clear(void);
 
 /* -- plain ops -- */
 /* Elementwise binary ops, reductions, top-k, joins and indexing (engine/ops/binary.c, reduce.c,
