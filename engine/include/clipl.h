@@ -505,6 +505,81 @@ CLIPL_API int clipl_where(const clipl_tensor *cond, const clipl_tensor *a, const
 /* ==== io ====================================================================================== */
 /* (engine/io) */
 
+/* A tensor dict: what a weights file holds. Tensors keep their file's dtype (an F16 checkpoint
+ * stays f16) and, for safetensors and PyTorch zips, are zero-copy read-only views over a mapping of
+ * the file (CLIPL_TF_READONLY); a tensor keeps its mapping alive after the dict is freed. Names are
+ * the checkpoint keys (`visual.transformer.resblocks.0.attn.in_proj_weight`), in file order.
+ * Metadata: string pairs (safetensors `__metadata__`; for TorchScript archives the int buffers
+ * `input_resolution`, `context_length`, `vocab_size`, which are not weights). */
+typedef struct clipl_tdict clipl_tdict;
+
+/* An empty dict. New (owned; free with clipl_tdict_free) or NULL. */
+CLIPL_API clipl_tdict *clipl_tdict_new(void);
+/* Frees the dict and drops its tensor references. NULL is ignored. */
+CLIPL_API void clipl_tdict_free(clipl_tdict *d);
+/* Number of tensors. */
+CLIPL_API int clipl_tdict_count(const clipl_tdict *d);
+/* Name / tensor at index i (0 .. count-1), NULL when out of range. Borrowed (valid while d lives;
+ * retain the tensor to keep it longer). */
+CLIPL_API const char *clipl_tdict_name(const clipl_tdict *d, int i);
+CLIPL_API clipl_tensor *clipl_tdict_tensor(const clipl_tdict *d, int i);
+/* Index of name, or -1 when absent (no error is set). */
+CLIPL_API int clipl_tdict_find(const clipl_tdict *d, const char *name);
+/* Tensor named name. Borrowed; NULL with CLIPL_EINDEX when absent. */
+CLIPL_API clipl_tensor *clipl_tdict_get(const clipl_tdict *d, const char *name);
+/* Adds t under name (t is retained). CLIPL_EINVAL when the name is already present. */
+CLIPL_API int clipl_tdict_add(clipl_tdict *d, const char *name, clipl_tensor *t);
+/* Metadata pairs. Borrowed strings; NULL when out of range / absent. */
+CLIPL_API int clipl_tdict_meta_count(const clipl_tdict *d);
+CLIPL_API const char *clipl_tdict_meta_key(const clipl_tdict *d, int i);
+CLIPL_API const char *clipl_tdict_meta_value(const clipl_tdict *d, int i);
+CLIPL_API const char *clipl_tdict_meta_get(const clipl_tdict *d, const char *key);
+/* Sets (or replaces) a metadata pair (both strings are copied). */
+CLIPL_API int clipl_tdict_set_meta(clipl_tdict *d, const char *key, const char *value);
+/* Format the dict was read from: "safetensors", "pt" (torch.save zip), "torchscript", "npy", or
+ * "" for a dict made with clipl_tdict_new. Borrowed (static). */
+CLIPL_API const char *clipl_tdict_format(const clipl_tdict *d);
+
+/* Loads any weights file, sniffing the format from its first bytes: a zip (PyTorch .pt state dict
+ * or checkpoint, or a TorchScript archive), safetensors, or npy (one tensor named by the file's
+ * stem). New dict or NULL (CLIPL_EIO, CLIPL_EFORMAT naming the file and the tensor at fault,
+ * CLIPL_EUNSUPPORTED for a valid file using something not supported). */
+CLIPL_API clipl_tdict *clipl_load_weights(const char *path);
+
+/* safetensors, read by mmap: tensors are zero-copy read-only views (copied only when a tensor's
+ * data is not aligned to its element size). dtypes F32, F16, BF16, I32, I64, U8 as is; BOOL is read
+ * as u8 (same bytes); F64 is converted to f32 (a copy); other dtypes are refused. The header is
+ * validated completely (JSON, dtypes, shapes, offsets inside the data section, no overlaps, no
+ * duplicate names). New dict or NULL. */
+CLIPL_API clipl_tdict *clipl_safetensors_load(const char *path);
+/* Writes n tensors (any strides; f32, bf16, f16, i32, i64, u8) and nmeta metadata string pairs
+ * (meta_keys/meta_values may be NULL when nmeta is 0) as safetensors, atomically (a temporary file
+ * in the same directory, fsync, rename). Data laid out sorted by (element size descending, name),
+ * header space-padded so the data starts 8-byte aligned. Returns a status. */
+CLIPL_API int clipl_safetensors_save(const char *path, int n, const char *const *names,
+                                     clipl_tensor *const *tensors, int nmeta,
+                                     const char *const *meta_keys,
+                                     const char *const *meta_values);
+/* Writes every tensor and metadata pair of d as safetensors (as clipl_safetensors_save). */
+CLIPL_API int clipl_tdict_save_safetensors(const clipl_tdict *d, const char *path);
+
+/* PyTorch zip archives (torch >= 1.6 `torch.save`, zip64 aware; STORED entries zero-copy, DEFLATE
+ * entries inflated). data.pkl is read by a restricted unpickler that never executes anything:
+ * only state-dict globals (collections.OrderedDict, torch._utils._rebuild_tensor_v2 /
+ * _rebuild_parameter, torch.*Storage for float/half/bfloat16/long/int/byte) and `__torch__.*`
+ * TorchScript module classes, which are read as plain attribute containers and flattened to dotted
+ * names. Checkpoints with a "state_dict" / "model" / "module" entry are reduced to it and a
+ * "module." key prefix is stripped; non-tensor values are skipped. New dict or NULL. */
+CLIPL_API clipl_tdict *clipl_pt_load(const char *path);
+
+/* npy v1/v2/v3, little-endian '<f4' '<f2' '<i4' '<i8' '|u1' ('|b1' read as u8, '<f8' converted to
+ * f32), C order (fortran_order True gives a strided view with the same logical layout). The data
+ * is copied into a new writable tensor. New reference or NULL. */
+CLIPL_API clipl_tensor *clipl_npy_load(const char *path);
+/* Writes t (any strides; f32, f16, i32, i64, u8; bf16 is refused: numpy has no bfloat16) as npy
+ * v1 (v2 when the header needs it), C order, atomically. Returns a status. */
+CLIPL_API int clipl_npy_save(const char *path, const clipl_tensor *t);
+
 /* ==== text ==================================================================================== */
 /* (engine/text) */
 
