@@ -184,6 +184,26 @@ void clipl_tensor_release(clipl_tensor *t)
     free(t);
 }
 
+int clipl_tensor_reset(clipl_tensor *t)
+{
+    if (__atomic_load_n(&t->refcount, __ATOMIC_ACQUIRE) != 1)
+        return 0;
+    clipl_storage *empty = clipl_storage_new(0);
+    if (!empty)
+        return 0;
+    clipl_storage_release(t->storage);
+    t->storage = empty;
+    t->ptr = clipl_storage_data(empty);
+    t->ndim = 1;
+    for (int i = 0; i < CLIPL_MAX_DIMS; i++) {
+        t->shape[i] = i == 0 ? 0 : 1;
+        t->strides[i] = i == 0 ? 1 : 0;
+    }
+    t->offset = 0;
+    t->flags &= ~CLIPL_TF_READONLY;
+    return 1;
+}
+
 static int check_shape(const char *op, int dtype, int ndim, const int64_t *shape, int64_t *numel)
 {
     if (!valid_dtype(dtype))

@@ -127,6 +127,10 @@ CLIPL_API int clipl_dtype_from_name(const char *name);
 CLIPL_API clipl_tensor *clipl_tensor_retain(clipl_tensor *t);
 /* Drops a reference; frees the header (and the storage's reference) at zero. NULL is ignored. */
 CLIPL_API void clipl_tensor_release(clipl_tensor *t);
+/* Frees the memory behind t now when t's header has no other reference: t becomes an empty 1-d
+ * tensor of size 0 over no data (still a valid header, so later use is an error, not a crash).
+ * Returns 1 when memory was given up, 0 when other references keep the header alive. */
+CLIPL_API int clipl_tensor_reset(clipl_tensor *t);
 
 /* New contiguous tensor, uninitialised (empty) or zero-filled. shape: ndim sizes (>= 0).
  * New reference or NULL. */
@@ -664,7 +668,50 @@ CLIPL_API int clipl_image_set_pixel_limit(int64_t limit);
 CLIPL_API int64_t clipl_image_get_pixel_limit(void);
 
 /* ==== net ===================================================================================== */
-/* (engine/net) */
+/* (engine/net) Downloads over HTTP(S) with libcurl, on a background thread that Lua polls. */
+
+/* A download in progress (opaque). */
+typedef struct clipl_download clipl_download;
+
+/* What a download is doing (clipl_download_state). */
+typedef enum clipl_download_phase {
+    CLIPL_DL_CONNECTING = 0, /* resolving, connecting, waiting for the response headers */
+    CLIPL_DL_TRANSFER = 1,   /* receiving the body into DEST.part */
+    CLIPL_DL_VERIFYING = 2,  /* hashing the finished DEST.part (done/total count hashed bytes) */
+    CLIPL_DL_DONE = 3,       /* verified and renamed to DEST */
+    CLIPL_DL_FAILED = 4      /* stopped with an error (or cancelled); see clipl_download_wait */
+} clipl_download_phase;
+
+/* Starts downloading url to dest_path on a new thread and returns at once. The body goes to
+ * "<dest_path>.part" (parent folders are created); an existing .part is resumed with an HTTP Range
+ * request, and a server that answers 200 instead of 206 restarts it from byte 0. When the transfer
+ * ends, the whole .part is hashed; it is renamed to dest_path only when its SHA-256 equals
+ * sha256_hex (64 hex digits, any case); on a mismatch the .part is deleted and the download fails
+ * with CLIPL_EFORMAT naming both hashes. sha256_hex NULL or "" skips the check. Network errors
+ * keep the .part for a later resume. Redirects are followed; only http and https are allowed.
+ * New handle (free with clipl_download_free) or NULL on a bad argument (nothing started). */
+CLIPL_API clipl_download *clipl_download_start(const char *url, const char *dest_path,
+                                               const char *sha256_hex);
+/* Progress, without blocking: *done = bytes of the file so far (resumed bytes included), *total =
+ * expected size or -1 while unknown (in phase CLIPL_DL_VERIFYING: hashed bytes of the file size),
+ * *finished = 1 once the thread has stopped. Any out pointer may be NULL. Returns CLIPL_OK while
+ * running or after success, else the final error status (message in clipl_errmsg()). */
+CLIPL_API int clipl_download_poll(clipl_download *d, int64_t *done, int64_t *total, int *finished);
+/* The current clipl_download_phase. */
+CLIPL_API int clipl_download_state(const clipl_download *d);
+/* Bytes that were already in the .part and kept (resume offset actually used; 0 for a fresh start
+ * or when the server ignored the Range request). Meaningful once the transfer has started. */
+CLIPL_API int64_t clipl_download_resumed_from(const clipl_download *d);
+/* Blocks until the download thread stops. Returns CLIPL_OK (dest_path holds the verified file) or
+ * the error status: CLIPL_EIO (network, HTTP or file error; .part kept), CLIPL_EFORMAT (hash
+ * mismatch; .part deleted), CLIPL_EINTERRUPTED (cancelled or clipl_interrupt; .part kept). */
+CLIPL_API int clipl_download_wait(clipl_download *d);
+/* Asks the download to stop soon (it then fails with CLIPL_EINTERRUPTED). Does not block. */
+CLIPL_API void clipl_download_cancel(clipl_download *d);
+/* Cancels if still running, waits for the thread, frees the handle. NULL is ignored. */
+CLIPL_API void clipl_download_free(clipl_download *d);
+/* SHA-256 of a file's contents as 64 lowercase hex digits and a NUL in out_hex (65 chars). */
+CLIPL_API int clipl_sha256_file(const char *path, char *out_hex);
 
 /* ==== nn ====================================================================================== */
 /* (engine/nn) */

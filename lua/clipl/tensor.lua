@@ -514,12 +514,11 @@ function Tensor.set(t, v, ...)
     return t
 end
 
---- Releases the tensor's memory now instead of at the next collection. Safe to call twice; the
--- handle must not be used afterwards.
+--- Releases the tensor's memory now instead of at the next collection, when nothing else (a view
+-- made in C, a model) holds the same header. The handle becomes an empty tensor: safe to call twice,
+-- and later use raises an error instead of crashing. Returns true when memory was given up.
 function Tensor.free(t)
-    if ffi.gc(t, nil) ~= nil then
-        C.clipl_tensor_release(t)
-    end
+    return C.clipl_tensor_reset(t) == 1
 end
 
 -- ---- registration for ops modules ----------------------------------------------------------------
