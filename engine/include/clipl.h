@@ -587,6 +587,60 @@ CLIPL_API int clipl_npy_save(const char *path, const clipl_tensor *t);
 /* ==== text ==================================================================================== */
 /* (engine/text) */
 
+/* CLIP's byte-level BPE tokenizer, identical to OpenAI's SimpleTokenizer (clip/simple_tokenizer.py):
+ * NFC, HTML unescaping twice, strip, whitespace collapsed, Python's str.lower(), the pre-tokenizer
+ * regex (PCRE2, UTF + UCP, caseless), byte-level BPE with `</w>` word ends, and a per-word cache.
+ * A tokenizer is safe to use from several threads at once (the word cache has a mutex). */
+typedef struct clipl_tokenizer clipl_tokenizer;
+
+/* Loads OpenAI's merges file (`bpe_simple_vocab_16e6.txt.gz`, gzip; a plain text file also works).
+ * New handle or NULL (error names the file and the line at fault). */
+CLIPL_API clipl_tokenizer *clipl_tokenizer_load(const char *path);
+/* Loads HuggingFace's `vocab.json` (token -> id) and `merges.txt`. New handle or NULL. */
+CLIPL_API clipl_tokenizer *clipl_tokenizer_load_hf(const char *vocab_json_path,
+                                                   const char *merges_path);
+/* Frees the handle. NULL is ignored. */
+CLIPL_API void clipl_tokenizer_free(clipl_tokenizer *tok);
+
+/* Number of ids (49408 for CLIP); ids of `<|startoftext|>` and `<|endoftext|>`. */
+CLIPL_API int32_t clipl_tokenizer_vocab_size(const clipl_tokenizer *tok);
+CLIPL_API int32_t clipl_tokenizer_sot(const clipl_tokenizer *tok);
+CLIPL_API int32_t clipl_tokenizer_eot(const clipl_tokenizer *tok);
+/* Id of a vocabulary entry in OpenAI's spelling (byte-encoded, e.g. "dog</w>"), or -1. */
+CLIPL_API int32_t clipl_tokenizer_token_id(const clipl_tokenizer *tok, const char *token,
+                                           size_t len);
+
+/* Encodes len bytes of UTF-8 text into BPE ids (no start/end ids), as SimpleTokenizer.encode.
+ * Writes min(*n, cap) ids to ids (may be NULL when cap is 0) and sets *n to the full count, so a
+ * caller can ask for the size first (cap 0) or retry with a bigger buffer. Invalid UTF-8 is
+ * CLIPL_EINVAL naming the byte offset. */
+CLIPL_API int clipl_tokenizer_encode(clipl_tokenizer *tok, const char *text, size_t len,
+                                     int32_t *ids, size_t cap, size_t *n);
+/* Decodes n ids into UTF-8 text as SimpleTokenizer.decode (each `</w>` becomes a space; invalid
+ * UTF-8 byte runs become U+FFFD as Python's errors='replace'). Writes min(*len, cap) bytes to out
+ * (no terminating NUL; out may be NULL when cap is 0) and sets *len to the full length. An id out
+ * of range is CLIPL_EINDEX naming it. */
+CLIPL_API int clipl_tokenizer_decode(const clipl_tokenizer *tok, const int32_t *ids, size_t n,
+                                     char *out, size_t cap, size_t *len);
+/* The text that the pre-tokenizer sees (NFC, unescaped twice, stripped, whitespace collapsed,
+ * lowercased); same buffer protocol as decode. For tests and debugging. */
+CLIPL_API int clipl_tokenizer_clean(const clipl_tokenizer *tok, const char *text, size_t len,
+                                    char *out, size_t cap, size_t *out_len);
+
+/* Tokenizes n_texts texts (lens[i] bytes each) into dst: a new [n_texts, context_length] i32 tensor
+ * of rows `sot ids... eot` zero-padded, as OpenAI's clip.tokenize. A row longer than
+ * context_length is CLIPL_ESHAPE naming the text, unless truncate is nonzero: then it is cut to
+ * context_length ids, the last being eot. */
+CLIPL_API int clipl_tokenizer_tokenize(clipl_tokenizer *tok, int n_texts, const char *const *texts,
+                                       const size_t *lens, clipl_tensor **dst,
+                                       int context_length, int truncate);
+
+/* Word cache: entries held; clearing it; its capacity in entries (0 disables the cache; the cache
+ * is emptied when full). Default 200000. */
+CLIPL_API int64_t clipl_tokenizer_cache_size(clipl_tokenizer *tok);
+CLIPL_API void clipl_tokenizer_cache_clear(clipl_tokenizer *tok);
+CLIPL_API void clipl_tokenizer_cache_limit(clipl_tokenizer *tok, int64_t max_entries);
+
 /* ==== image =================================================================================== */
 /* (engine/image) */
 
