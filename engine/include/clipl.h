@@ -651,7 +651,7 @@ typedef struct clipl_image clipl_image;
 
 /* Pixel modes, named after the Pillow mode the same file opens as. Pixels are interleaved,
  * row-major, 8 bits per sample except CLIPL_IMAGE_I (one int32 per pixel). */
-typedef enum clipl_image_mode {
+enum clipl_image_mode_kind {
     CLIPL_IMAGE_L = 0,    /* grey, 1 band */
     CLIPL_IMAGE_LA = 1,   /* grey + alpha, 2 bands */
     CLIPL_IMAGE_RGB = 2,  /* 3 bands */
@@ -660,7 +660,7 @@ typedef enum clipl_image_mode {
     CLIPL_IMAGE_PA = 5,   /* palette image with transparency, expanded to RGBA; resized nearest */
     CLIPL_IMAGE_CMYK = 6, /* 4 bands, 0 = no ink */
     CLIPL_IMAGE_I = 7     /* 16-bit grey kept as int32 per pixel (Pillow's 'I'); 1 band */
-} clipl_image_mode;
+};
 
 /* Flags for loading and batches. */
 enum {
