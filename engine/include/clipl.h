@@ -768,7 +768,172 @@ CLIPL_API void clipl_download_free(clipl_download *d);
 CLIPL_API int clipl_sha256_file(const char *path, char *out_hex);
 
 /* ==== nn ====================================================================================== */
-/* (engine/nn) */
+/* (engine/nn) OpenAI's CLIP model: VisionTransformer or ModifiedResNet image tower, causal text
+ * Transformer, projections and logit_scale, computing exactly what OpenAI's clip/model.py computes.
+ * Parameters keep OpenAI's state_dict names; HuggingFace CLIPModel names are mapped onto them. */
+
+typedef struct clipl_model clipl_model;
+
+enum { CLIPL_VISION_VIT = 0, CLIPL_VISION_RESNET = 1 }; /* clipl_model_config.vision_kind */
+enum { CLIPL_TOWER_VISUAL = 0, CLIPL_TOWER_TEXT = 1 };   /* tower argument of block calls */
+enum { CLIPL_TEXT_FULL_CONTEXT = 1 }; /* encode_text flag: run all context_length positions */
+
+/* The architecture, as OpenAI's build_model() infers it from a state_dict. */
+typedef struct clipl_model_config {
+    int32_t embed_dim;          /* width of the joint embedding */
+    int32_t vision_kind;        /* CLIPL_VISION_VIT or CLIPL_VISION_RESNET */
+    int32_t image_resolution;   /* input size R of [N, 3, R, R] images */
+    int32_t vision_layers[4];   /* ViT: blocks in [0] (others 0); ResNet: bottlenecks per stage */
+    int32_t vision_width;       /* ViT width; ResNet stem width (stage widths 4w, 8w, 16w, 32w) */
+    int32_t vision_patch_size;  /* ViT patch size (0 for ResNet) */
+    int32_t vision_heads;       /* ViT: width/64; ResNet attention pool: width*32/64 */
+    int32_t context_length;     /* text positions (77) */
+    int32_t vocab_size;         /* token table rows (49408) */
+    int32_t transformer_width;  /* text width */
+    int32_t transformer_heads;  /* text heads (width/64) */
+    int32_t transformer_layers; /* text blocks */
+    int32_t act;                /* MLP activation: CLIPL_ACT_QUICK_GELU (OpenAI) or _GELU */
+} clipl_model_config;
+
+/* Options of loading (NULL: all defaults). */
+typedef struct clipl_model_opts {
+    int32_t dtype;           /* compute dtype of weights: CLIPL_F32 (0, default) or CLIPL_BF16 */
+    int32_t vision_heads;    /* > 0 overrides the inferred / configured vision heads */
+    int32_t text_heads;      /* > 0 overrides the text heads */
+    int32_t batch_hint;      /* typical images per call, for oneDNN's weight layout (0: 16) */
+    const char *config_path; /* JSON config (open_clip model config, open_clip_config.json or a
+                                HuggingFace config.json) read for heads and activation; NULL:
+                                looked for beside the weights file */
+} clipl_model_opts;
+
+/* Loads a model from a weights file in any format clipl_load_weights reads (safetensors with
+ * OpenAI or HuggingFace names, torch.save .pt, OpenAI's TorchScript .pt), or from a folder: an
+ * open_clip hub folder (open_clip_config.json + open_clip_model.safetensors or
+ * open_clip_pytorch_model.bin) or a HuggingFace folder (config.json + model.safetensors or
+ * pytorch_model.bin). fp16/bf16/f32 storage. Missing tensors or wrong shapes fail with a message
+ * naming the file, the tensor and the expected shape. New handle or NULL. */
+CLIPL_API clipl_model *clipl_model_load(const char *path, const clipl_model_opts *opts);
+/* The same from a tensor dict (borrowed; the model keeps references to the tensors it uses, so d
+ * may be freed after). source names the origin in error messages (NULL: "tdict"). New handle or
+ * NULL. */
+CLIPL_API clipl_model *clipl_model_from_tdict(const clipl_tdict *d, const char *source,
+                                              const clipl_model_opts *opts);
+/* A model of architecture cfg with seeded pseudo-random weights (scaled as OpenAI's
+ * CLIP.initialize_parameters; the same seed gives the same weights everywhere). New handle or
+ * NULL. */
+CLIPL_API clipl_model *clipl_model_new(const clipl_model_config *cfg, uint64_t seed,
+                                       const clipl_model_opts *opts);
+/* Frees the model and its prepared weights. NULL is ignored. */
+CLIPL_API void clipl_model_free(clipl_model *m);
+
+/* Infers the architecture from a tensor dict's names and shapes as build_model() does (heads =
+ * width/64, act QuickGELU). source names the origin in messages (may be NULL). */
+CLIPL_API int clipl_model_config_infer(const clipl_tdict *d, const char *source,
+                                       clipl_model_config *cfg);
+/* Reads an architecture from a JSON file: open_clip's model config schema (embed_dim, vision_cfg,
+ * text_cfg; as the named configs in models/configs), an open_clip_config.json (its model_cfg) or a
+ * HuggingFace CLIPConfig (config.json). */
+CLIPL_API int clipl_model_config_from_json(const char *path, clipl_model_config *cfg);
+/* Checks cfg for consistency (positive sizes, heads dividing widths, resolution a multiple of
+ * the patch size or of 32); the error names the field. */
+CLIPL_API int clipl_model_config_check(const clipl_model_config *cfg);
+/* Parameters of a model of architecture cfg, computed without allocating anything: PyTorch's
+ * sum(p.numel() for p in model.parameters()), i.e. BatchNorm running statistics and
+ * num_batches_tracked (buffers) excluded. -1 on an invalid config. */
+CLIPL_API int64_t clipl_model_config_num_params(const clipl_model_config *cfg);
+/* Floating-point operations (2 per multiply-add of every matmul and convolution, attention
+ * products included; normalisations and activations not counted) of encoding one image and one
+ * full context_length-token text. Either pointer may be NULL. */
+CLIPL_API int clipl_model_config_flops(const clipl_model_config *cfg, int64_t *image_flops,
+                                       int64_t *text_flops);
+
+/* The model's architecture (copied into *cfg). */
+CLIPL_API int clipl_model_get_config(const clipl_model *m, clipl_model_config *cfg);
+/* Compute dtype of the prepared weights (CLIPL_F32 or CLIPL_BF16). */
+CLIPL_API int clipl_model_dtype(const clipl_model *m);
+/* Number of parameters (as clipl_model_config_num_params, from the tensors held). */
+CLIPL_API int64_t clipl_model_num_params(const clipl_model *m);
+/* exp(logit_scale), the factor of the logits. */
+CLIPL_API double clipl_model_logit_scale(const clipl_model *m);
+/* Format of the file the model came from ("safetensors", "pt", "torchscript", "" when built). */
+CLIPL_API const char *clipl_model_source_format(const clipl_model *m);
+
+/* ---- parameters and buffers: the state_dict with OpenAI's names and order ---- */
+/* Entries (parameters and BatchNorm buffers; num_batches_tracked is not kept). */
+CLIPL_API int clipl_model_param_count(const clipl_model *m);
+/* Name (OpenAI key) / tensor (f32, [shape as in the checkpoint]) of entry i; NULL out of range.
+ * Borrowed: valid until the model is freed or the entry replaced. Tensors loaded from an f32 file
+ * may be read-only views of its mapping. */
+CLIPL_API const char *clipl_model_param_name(const clipl_model *m, int i);
+CLIPL_API clipl_tensor *clipl_model_param(const clipl_model *m, int i);
+/* 1 when entry i is a buffer (BatchNorm running_mean / running_var), 0 for a parameter. */
+CLIPL_API int clipl_model_param_is_buffer(const clipl_model *m, int i);
+/* Index of the entry named name (OpenAI key), or -1 (no error set). */
+CLIPL_API int clipl_model_param_find(const clipl_model *m, const char *name);
+/* Replaces entry name by t (retained; any float dtype, converted to f32; shape must match). The
+ * prepared weights are stale until clipl_model_prepare. */
+CLIPL_API int clipl_model_set_param(clipl_model *m, const char *name, clipl_tensor *t);
+/* Rebuilds every prepared weight (oneDNN layouts, BatchNorm folding, compute dtype) from the
+ * current parameters: call after parameters were changed in place or replaced. */
+CLIPL_API int clipl_model_prepare(clipl_model *m);
+
+/* ---- whole encoders ---- */
+/* images [N, 3, R, R] (f32 or bf16, any strides) -> dst [N, embed_dim] f32. New reference. */
+CLIPL_API int clipl_model_encode_image(const clipl_model *m, const clipl_tensor *images,
+                                       clipl_tensor **dst);
+/* The same, also returning the outputs of n_blocks vision blocks (0-based indices in blocks[]:
+ * ViT resblocks, or ResNet bottlenecks counted through layer1..layer4) into features[0..n-1]
+ * (new references, f32: ViT [N, T, width], ResNet [N, C, H, W]). */
+CLIPL_API int clipl_model_encode_image_features(const clipl_model *m, const clipl_tensor *images,
+                                                int n_blocks, const int *blocks,
+                                                clipl_tensor **features, clipl_tensor **dst);
+/* tokens [N, context_length] (i32 or i64; a shorter row length T <= context_length is allowed)
+ * -> dst [N, embed_dim] f32, pooled at each row's argmax (the end-of-text token). Each row is run
+ * only up to its end token (exact: the mask is causal). New reference. */
+CLIPL_API int clipl_model_encode_text(const clipl_model *m, const clipl_tensor *tokens,
+                                      clipl_tensor **dst);
+/* encode_text with flags: CLIPL_TEXT_FULL_CONTEXT runs all T positions (as OpenAI's code). */
+CLIPL_API int clipl_model_encode_text_ex(const clipl_model *m, const clipl_tensor *tokens,
+                                         clipl_tensor **dst, int flags);
+/* OpenAI's CLIP.forward: logits_per_image [Ni, Nt] = exp(logit_scale) * normalize(img) @
+ * normalize(txt)^T and logits_per_text its transpose (either output may be NULL). */
+CLIPL_API int clipl_model_logits(const clipl_model *m, const clipl_tensor *images,
+                                 const clipl_tensor *tokens, clipl_tensor **logits_per_image,
+                                 clipl_tensor **logits_per_text);
+/* The same from embeddings: image_features [Ni, E], text_features [Nt, E] (f32). */
+CLIPL_API int clipl_model_logits_from_features(const clipl_model *m,
+                                               const clipl_tensor *image_features,
+                                               const clipl_tensor *text_features,
+                                               clipl_tensor **logits_per_image,
+                                               clipl_tensor **logits_per_text);
+
+/* ---- single steps, so a script can run the blocks itself (each is one call; all f32 out) ---- */
+/* Number of blocks of a tower: ViT resblocks, ResNet bottlenecks (sum of vision_layers), text
+ * resblocks. */
+CLIPL_API int clipl_model_block_count(const clipl_model *m, int tower);
+/* Vision stem. ViT: conv1 patches + class token + positional embedding + ln_pre: images ->
+ * [N, T, width]. ResNet: three conv+BN+ReLU and the 2x2 average pool -> [N, width, R/4, R/4]. */
+CLIPL_API int clipl_model_visual_stem(const clipl_model *m, const clipl_tensor *images,
+                                      clipl_tensor **dst);
+/* Block i (0-based) of tower: ViT / text resblock [N, T, W] -> [N, T, W] (text with the causal
+ * mask over T), ResNet bottleneck [N, C, H, W] -> [N, C', H', W']. src is not modified. */
+CLIPL_API int clipl_model_block_forward(const clipl_model *m, int tower, int i,
+                                        const clipl_tensor *src, clipl_tensor **dst);
+/* Vision head. ViT: ln_post(src[:, 0]) @ proj: [N, T, width] -> [N, embed_dim]. ResNet:
+ * attention pool of [N, C, H, W] -> [N, embed_dim]. */
+CLIPL_API int clipl_model_visual_head(const clipl_model *m, const clipl_tensor *src,
+                                      clipl_tensor **dst);
+/* ViT only: ln_post over every token of src [N, T, width] -> [N, T, width] (for dense
+ * features). */
+CLIPL_API int clipl_model_visual_ln_post(const clipl_model *m, const clipl_tensor *src,
+                                         clipl_tensor **dst);
+/* Text embedding: token_embedding[tokens] + positional_embedding[:T]: [N, T] -> [N, T, width]. */
+CLIPL_API int clipl_model_text_embed(const clipl_model *m, const clipl_tensor *tokens,
+                                     clipl_tensor **dst);
+/* Text head: ln_final(src[n, argmax(tokens[n])]) @ text_projection: src [N, T, width] and the
+ * tokens [N, T'] (T' >= T is allowed as long as the argmax is < T) -> [N, embed_dim]. */
+CLIPL_API int clipl_model_text_head(const clipl_model *m, const clipl_tensor *src,
+                                    const clipl_tensor *tokens, clipl_tensor **dst);
 
 #ifdef __cplusplus
 }
