@@ -1,0 +1,657 @@
+/*
+ * binary.c - elementwise binary ops with NumPy broadcasting: add/sub/mul/div/pow/maximum/minimum
+ * and comparisons, tensor-tensor, tensor-scalar and in place.
+ *
+ * Contiguous f32/bf16 cases where the first operand already has the output's shape run on oneDNN's
+ * binary primitive (cached per shape); everything else runs on strided C loops over
+ * clipl__iter, split over OpenMP threads when large.
+ */
+#include "plain.h"
+
+#include <dnnl.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+static const char *const op_names[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum",
+                                       "eq",  "ne",  "lt",  "le",  "gt",  "ge"};
+enum { NOPS = sizeof op_names / sizeof op_names[0] };
+
+static bool is_cmp(int op) { return op >= CLIPL_BIN_EQ && op <= CLIPL_BIN_GE; }
+
+static int dtype_rank_float(int dt) { return dt == CLIPL_F32 ? 2 : 1; }
+static int dtype_rank_int(int dt) { return dt == CLIPL_I64 ? 3 : dt == CLIPL_I32 ? 2 : 1; }
+
+int clipl__common_dtype(int a, int b)
+{
+    if (clipl_dtype_size(a) == 0 || clipl_dtype_size(b) == 0)
+        return -1;
+    if (a == b)
+        return a;
+    bool fa = plain_is_float(a), fb = plain_is_float(b);
+    if (fa && fb) {
+        int ra = dtype_rank_float(a), rb = dtype_rank_float(b);
+        if (ra != rb)
+            return ra > rb ? a : b;
+        return CLIPL_F32; /* bf16 with f16 */
+    }
+    if (fa)
+        return a;
+    if (fb)
+        return b;
+    return dtype_rank_int(a) >= dtype_rank_int(b) ? a : b;
+}
+
+int clipl_result_dtype(int dtype_a, int dtype_b) { return clipl__common_dtype(dtype_a, dtype_b); }
+
+int clipl__broadcast2(const char *op, const clipl_tensor *a, const clipl_tensor *b, int *ndim,
+                      int64_t *shape)
+{
+    char b1[128], b2[128];
+    int n = a->ndim > b->ndim ? a->ndim : b->ndim;
+    for (int i = 0; i < n; i++) {
+        int ia = a->ndim - n + i, ib = b->ndim - n + i;
+        int64_t sa = ia >= 0 ? a->shape[ia] : 1, sb = ib >= 0 ? b->shape[ib] : 1;
+        if (sa != sb && sa != 1 && sb != 1)
+            return clipl__err(CLIPL_ESHAPE,
+                              "%s: shapes %s and %s do not broadcast (dim %d: %lld vs %lld)", op,
+                              clipl__tshape(b1, sizeof b1, a), clipl__tshape(b2, sizeof b2, b),
+                              i, (long long)sa, (long long)sb);
+        shape[i] = sa == 1 ? sb : sa;
+    }
+    *ndim = n;
+    return CLIPL_OK;
+}
+
+/* ---- kernels: one row of n elements, byte strides ---- */
+
+static inline float fmax_nan(float x, float y) { return (x > y || x != x) ? x : y; }
+static inline float fmin_nan(float x, float y) { return (x < y || x != x) ? x : y; }
+
+static int64_t ipow(int64_t x, int64_t e)
+{
+    if (e < 0) /* only 1 and -1 have integral negative powers; the rest truncate to 0 */
+        return x == 1 ? 1 : x == -1 ? ((e & 1) ? -1 : 1) : 0;
+    uint64_t r = 1, b = (uint64_t)x;
+    while (e) {
+        if (e & 1)
+            r *= b;
+        b *= b;
+        e >>= 1;
+    }
+    return (int64_t)r;
+}
+
+typedef struct {
+    int op;
+    int kind; /* 0 float, 1 int, 2 compare */
+    int dout, da, db;
+    float alpha;
+    int64_t ialpha;
+} kernel;
+
+/* All-f32 rows: plain float loops the compiler can vectorise when strides are 1. */
+#define F32_ROW(EXPR)                                                                              \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        float x = A[i * ea], y = B[i * eb];                                                        \
+        O[i * eo] = (EXPR);                                                                        \
+    }                                                                                              \
+    break
+
+#define ANY_ROW(LOAD, STORE, T, EXPR)                                                              \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        T x = LOAD(pa + i * sa, k->da), y = LOAD(pb + i * sb, k->db);                              \
+        STORE(po + i * so, k->dout, (EXPR));                                                       \
+    }                                                                                              \
+    break
+
+static inline double plain_ldd(const char *p, int dt)
+{
+    return plain_is_float(dt) ? (double)plain_ldf(p, dt) : (double)plain_ldi(p, dt);
+}
+
+static inline void st_cmp(char *p, int dt, int v) { plain_sti(p, dt, v); }
+
+static void row(const kernel *k, char *po, int64_t so, const char *pa, int64_t sa, const char *pb,
+                int64_t sb, int64_t n)
+{
+    if (k->kind == 0 && k->dout == CLIPL_F32 && k->da == CLIPL_F32 && k->db == CLIPL_F32) {
+        float *O = (float *)po;
+        const float *A = (const float *)pa, *B = (const float *)pb;
+        int64_t eo = so / 4, ea = sa / 4, eb = sb / 4;
+        float alpha = k->alpha;
+        switch (k->op) {
+        case CLIPL_BIN_ADD: F32_ROW(x + alpha * y);
+        case CLIPL_BIN_SUB: F32_ROW(x - y);
+        case CLIPL_BIN_MUL: F32_ROW(x * y);
+        case CLIPL_BIN_DIV: F32_ROW(x / y);
+        case CLIPL_BIN_POW: F32_ROW(powf(x, y));
+        case CLIPL_BIN_MAX: F32_ROW(fmax_nan(x, y));
+        case CLIPL_BIN_MIN: F32_ROW(fmin_nan(x, y));
+        }
+        return;
+    }
+    if (k->kind == 0) {
+        float alpha = k->alpha;
+        switch (k->op) {
+        case CLIPL_BIN_ADD: ANY_ROW(plain_ldf, plain_stf, float, x + alpha * y);
+        case CLIPL_BIN_SUB: ANY_ROW(plain_ldf, plain_stf, float, x - y);
+        case CLIPL_BIN_MUL: ANY_ROW(plain_ldf, plain_stf, float, x * y);
+        case CLIPL_BIN_DIV: ANY_ROW(plain_ldf, plain_stf, float, x / y);
+        case CLIPL_BIN_POW: ANY_ROW(plain_ldf, plain_stf, float, powf(x, y));
+        case CLIPL_BIN_MAX: ANY_ROW(plain_ldf, plain_stf, float, fmax_nan(x, y));
+        case CLIPL_BIN_MIN: ANY_ROW(plain_ldf, plain_stf, float, fmin_nan(x, y));
+        }
+        return;
+    }
+    if (k->kind == 1) {
+        uint64_t alpha = (uint64_t)k->ialpha;
+        switch (k->op) {
+        case CLIPL_BIN_ADD:
+            ANY_ROW(plain_ldi, plain_sti, int64_t, (int64_t)((uint64_t)x + alpha * (uint64_t)y));
+        case CLIPL_BIN_SUB:
+            ANY_ROW(plain_ldi, plain_sti, int64_t, (int64_t)((uint64_t)x - (uint64_t)y));
+        case CLIPL_BIN_MUL:
+            ANY_ROW(plain_ldi, plain_sti, int64_t, (int64_t)((uint64_t)x * (uint64_t)y));
+        case CLIPL_BIN_POW: ANY_ROW(plain_ldi, plain_sti, int64_t, ipow(x, y));
+        case CLIPL_BIN_MAX: ANY_ROW(plain_ldi, plain_sti, int64_t, x > y ? x : y);
+        case CLIPL_BIN_MIN: ANY_ROW(plain_ldi, plain_sti, int64_t, x < y ? x : y);
+        }
+        return;
+    }
+    if (plain_is_int(k->da) && plain_is_int(k->db)) {
+        switch (k->op) {
+        case CLIPL_BIN_EQ: ANY_ROW(plain_ldi, st_cmp, int64_t, x == y);
+        case CLIPL_BIN_NE: ANY_ROW(plain_ldi, st_cmp, int64_t, x != y);
+        case CLIPL_BIN_LT: ANY_ROW(plain_ldi, st_cmp, int64_t, x < y);
+        case CLIPL_BIN_LE: ANY_ROW(plain_ldi, st_cmp, int64_t, x <= y);
+        case CLIPL_BIN_GT: ANY_ROW(plain_ldi, st_cmp, int64_t, x > y);
+        case CLIPL_BIN_GE: ANY_ROW(plain_ldi, st_cmp, int64_t, x >= y);
+        }
+        return;
+    }
+    switch (k->op) {
+    case CLIPL_BIN_EQ: ANY_ROW(plain_ldd, st_cmp, double, x == y);
+    case CLIPL_BIN_NE: ANY_ROW(plain_ldd, st_cmp, double, x != y);
+    case CLIPL_BIN_LT: ANY_ROW(plain_ldd, st_cmp, double, x < y);
+    case CLIPL_BIN_LE: ANY_ROW(plain_ldd, st_cmp, double, x <= y);
+    case CLIPL_BIN_GT: ANY_ROW(plain_ldd, st_cmp, double, x > y);
+    case CLIPL_BIN_GE: ANY_ROW(plain_ldd, st_cmp, double, x >= y);
+    }
+}
+
+/* ---- oneDNN path ---- */
+
+static pthread_once_t dnnl_once = PTHREAD_ONCE_INIT;
+static dnnl_engine_t dnnl_eng;
+static _Thread_local dnnl_stream_t dnnl_strm;
+
+static void dnnl_init(void)
+{
+    if (dnnl_engine_create(&dnnl_eng, dnnl_cpu, 0) != dnnl_success)
+        dnnl_eng = NULL;
+}
+
+/* A small cache of binary primitives keyed by everything that defines them. */
+typedef struct {
+    int alg, dt, ndim;
+    float alpha;
+    dnnl_dims_t dims, sa, bdims, sb; /* oneDNN takes full DNNL_MAX_NDIMS arrays */
+} prim_key;
+
+enum { PRIM_CACHE = 16 };
+static struct {
+    prim_key key;
+    dnnl_primitive_t prim;
+    int busy;      /* executions in flight: an entry is only evicted when idle */
+    uint64_t used; /* last use, for LRU eviction */
+} prim_cache[PRIM_CACHE];
+static uint64_t prim_clock;
+static pthread_mutex_t prim_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static dnnl_primitive_t make_prim(const prim_key *k)
+{
+    dnnl_memory_desc_t ma, mb, mo;
+    dnnl_binary_desc_t bd;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_data_type_t dt = k->dt == CLIPL_F32 ? dnnl_f32 : dnnl_bf16;
+    if (dnnl_memory_desc_init_by_strides(&ma, k->ndim, k->dims, dt, k->sa) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mb, k->ndim, k->bdims, dt, k->sb) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mo, k->ndim, k->dims, dt, NULL) != dnnl_success ||
+        dnnl_binary_desc_init(&bd, (dnnl_alg_kind_t)k->alg, &ma, &mb, &mo) != dnnl_success ||
+        dnnl_primitive_attr_create(&attr) != dnnl_success)
+        return NULL;
+    if (k->alpha != 1.0f &&
+        dnnl_primitive_attr_set_scales(attr, DNNL_ARG_SRC_1, 1, 0, &k->alpha) != dnnl_success)
+        goto done;
+    if (dnnl_primitive_desc_create(&pd, &bd, attr, dnnl_eng, NULL) != dnnl_success)
+        goto done;
+    if (dnnl_primitive_create(&prim, pd) != dnnl_success)
+        prim = NULL;
+done:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(attr);
+    return prim;
+}
+
+/* Runs out = a op b on oneDNN when it fits. Returns 1 when done, 0 to fall back to C loops. */
+static int try_dnnl(int op, const clipl_tensor *a, const clipl_tensor *b, clipl_tensor *out,
+                    float alpha)
+{
+    static const int algs[] = {dnnl_binary_add, dnnl_binary_sub, dnnl_binary_mul,
+                               dnnl_binary_div, -1,              dnnl_binary_max,
+                               dnnl_binary_min};
+    if (op < 0 || op > CLIPL_BIN_MIN || algs[op] < 0 || (op == CLIPL_BIN_ADD && alpha != 1.0f &&
+                                                          out->dt != CLIPL_F32))
+        return 0;
+    if (out->dt != a->dt || out->dt != b->dt || (out->dt != CLIPL_F32 && out->dt != CLIPL_BF16))
+        return 0;
+    if (op >= CLIPL_BIN_MAX) /* oneDNN's max/min do not propagate NaN like ours */
+        return 0;
+    if (out->ndim == 0 || a->ndim != out->ndim || !clipl__same_shape(a, out) ||
+        clipl_tensor_numel(out) < PLAIN_PAR_MIN || !clipl_tensor_is_contiguous(out))
+        return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->strides[i] < 0)
+            return 0;
+    pthread_once(&dnnl_once, dnnl_init);
+    if (!dnnl_eng)
+        return 0;
+    prim_key key;
+    memset(&key, 0, sizeof key);
+    key.alg = algs[op];
+    key.dt = out->dt;
+    key.ndim = out->ndim;
+    key.alpha = op == CLIPL_BIN_ADD ? alpha : 1.0f;
+    int lead = out->ndim - b->ndim;
+    for (int i = 0; i < out->ndim; i++) {
+        key.dims[i] = out->shape[i];
+        key.sa[i] = a->shape[i] == 1 ? 0 : a->strides[i];
+        int j = i - lead;
+        key.bdims[i] = j < 0 ? 1 : b->shape[j];
+        key.sb[i] = (j < 0 || b->shape[j] == 1) ? 0 : b->strides[j];
+        if (key.sb[i] < 0)
+            return 0;
+    }
+    /* size-1 dims: any stride addresses the same element; use the dense one so that an in-place
+     * src0 has exactly dst's descriptor */
+    int64_t dense[CLIPL_MAX_DIMS];
+    clipl__contiguous_strides(out->ndim, out->shape, dense);
+    for (int i = 0; i < out->ndim; i++) {
+        if (out->shape[i] == 1)
+            key.sa[i] = dense[i];
+        if (key.bdims[i] == 1)
+            key.sb[i] = 1;
+    }
+    pthread_mutex_lock(&prim_lock);
+    int slot = -1, victim = -1;
+    for (int i = 0; i < PRIM_CACHE && slot < 0; i++) {
+        if (prim_cache[i].prim && memcmp(&prim_cache[i].key, &key, sizeof key) == 0)
+            slot = i;
+        else if (!prim_cache[i].busy &&
+                 (victim < 0 || prim_cache[i].used < prim_cache[victim].used))
+            victim = i; /* empty slots have used == 0 and win */
+    }
+    if (slot < 0) {
+        if (victim < 0) {
+            pthread_mutex_unlock(&prim_lock);
+            return 0;
+        }
+        dnnl_primitive_t p = make_prim(&key);
+        if (!p) {
+            pthread_mutex_unlock(&prim_lock);
+            return 0;
+        }
+        if (prim_cache[victim].prim)
+            dnnl_primitive_destroy(prim_cache[victim].prim);
+        prim_cache[victim].prim = p;
+        prim_cache[victim].key = key;
+        slot = victim;
+    }
+    prim_cache[slot].busy++;
+    prim_cache[slot].used = ++prim_clock;
+    dnnl_primitive_t prim = prim_cache[slot].prim;
+    pthread_mutex_unlock(&prim_lock);
+
+    int ok = 0;
+    dnnl_primitive_desc_t pd;
+    const dnnl_memory_desc_t *md[3];
+    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
+    if (!dnnl_strm && dnnl_stream_create(&dnnl_strm, dnnl_eng, dnnl_stream_default_flags))
+        dnnl_strm = NULL;
+    if (dnnl_strm && dnnl_primitive_get_primitive_desc(prim, (const_dnnl_primitive_desc_t *)&pd) ==
+                         dnnl_success) {
+        md[0] = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+        md[1] = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 1);
+        md[2] = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+        void *ptrs[3] = {a->ptr, b->ptr, out->ptr};
+        int nok = 0;
+        for (int i = 0; i < 3; i++)
+            nok += md[i] && dnnl_memory_create(&mem[i], md[i], dnnl_eng, ptrs[i]) == dnnl_success;
+        if (nok == 3) {
+            dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC_0, mem[0]},
+                                       {DNNL_ARG_SRC_1, mem[1]},
+                                       {DNNL_ARG_DST, mem[2]}};
+            ok = dnnl_primitive_execute(prim, dnnl_strm, 3, args) == dnnl_success &&
+                 dnnl_stream_wait(dnnl_strm) == dnnl_success;
+        }
+        for (int i = 0; i < 3; i++)
+            if (mem[i])
+                dnnl_memory_destroy(mem[i]);
+    }
+    pthread_mutex_lock(&prim_lock);
+    prim_cache[slot].busy--;
+    pthread_mutex_unlock(&prim_lock);
+    return ok;
+}
+
+/* ---- drivers ---- */
+
+/* out = a op b; a and b broadcast to out's shape (checked by the caller). The compute kind follows
+ * the common dtype of a and b. */
+static int run(const char *name, int op, const clipl_tensor *a, const clipl_tensor *b,
+               clipl_tensor *out, double alpha)
+{
+    int common = clipl__common_dtype(a->dt, b->dt);
+    kernel k = {.op = op, .dout = out->dt, .da = a->dt, .db = b->dt, .alpha = (float)alpha};
+    k.kind = is_cmp(op) ? 2 : plain_is_float(common) ? 0 : 1;
+    if (k.kind == 1) {
+        if (op == CLIPL_BIN_DIV)
+            return clipl__err(CLIPL_EINVAL, "%s: integer division in place is not supported "
+                                            "(true division gives a float); convert first",
+                              name);
+        if (alpha != floor(alpha))
+            return clipl__err(CLIPL_EINVAL,
+                              "%s: alpha %g must be integral for integer tensors (%s, %s)", name,
+                              alpha, clipl_dtype_name(a->dt), clipl_dtype_name(b->dt));
+        k.ialpha = (int64_t)alpha;
+    }
+    int64_t total = clipl_tensor_numel(out);
+    if (total == 0)
+        return CLIPL_OK;
+    if (k.kind == 0 && try_dnnl(op, a, b, out, (float)alpha))
+        return CLIPL_OK;
+    const clipl_tensor *ts[3] = {out, a, b};
+    clipl__iter it;
+    clipl__iter_init(&it, out->ndim, out->shape, 3, ts);
+    int64_t inner = it.inner, rows = total / inner;
+    if (total < PLAIN_PAR_MIN) {
+        do {
+            row(&k, it.ptr[0], it.inner_stride[0], it.ptr[1], it.inner_stride[1], it.ptr[2],
+                it.inner_stride[2], inner);
+        } while (clipl__iter_next_outer(&it));
+        return CLIPL_OK;
+    }
+    int64_t chunks = (inner + PLAIN_CHUNK - 1) / PLAIN_CHUNK;
+#pragma omp parallel for schedule(static)
+    for (int64_t task = 0; task < rows * chunks; task++) {
+        int64_t r = task / chunks, c = task % chunks;
+        int64_t start = c * PLAIN_CHUNK, n = inner - start < PLAIN_CHUNK ? inner - start
+                                                                          : PLAIN_CHUNK;
+        char *p[3];
+        plain_row_ptrs(&it, r, p);
+        row(&k, p[0] + start * it.inner_stride[0], it.inner_stride[0],
+            p[1] + start * it.inner_stride[1], it.inner_stride[1],
+            p[2] + start * it.inner_stride[2], it.inner_stride[2], n);
+    }
+    return CLIPL_OK;
+}
+
+static int check_op(int op)
+{
+    if (op < 0 || op >= NOPS)
+        return clipl__err(CLIPL_EINVAL, "binary: unknown op %d", op);
+    return CLIPL_OK;
+}
+
+static int out_dtype(int op, int common)
+{
+    if (is_cmp(op))
+        return CLIPL_U8;
+    if (op == CLIPL_BIN_DIV && plain_is_int(common))
+        return CLIPL_F32;
+    return common;
+}
+
+/* Converts integer operands of an integer division to f32 views (copies) so the float kernel runs.
+ * Other cases pass the tensors through (retained). */
+static int promote(const clipl_tensor *t, int want, clipl_tensor **dst)
+{
+    if (plain_is_float(want) && plain_is_int(t->dt))
+        return clipl_tensor_to(t, dst, want);
+    *dst = clipl_tensor_retain((clipl_tensor *)t);
+    return CLIPL_OK;
+}
+
+static int binary_alpha(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst, int op,
+                        double alpha)
+{
+    int rc = check_op(op), ndim;
+    int64_t shape[CLIPL_MAX_DIMS];
+    if (rc)
+        return rc;
+    if (!a || !b || !dst)
+        return clipl__err(CLIPL_EINVAL, "%s: NULL argument", op_names[op]);
+    rc = clipl__broadcast2(op_names[op], a, b, &ndim, shape);
+    if (rc)
+        return rc;
+    int common = clipl__common_dtype(a->dt, b->dt);
+    if (common < 0)
+        return clipl__err(CLIPL_EINVAL, "%s: unknown dtype", op_names[op]);
+    int odt = out_dtype(op, common);
+    clipl_tensor *out = plain_new(odt, ndim, shape, &rc), *pa = NULL, *pb = NULL;
+    if (!out)
+        return rc;
+    if (op == CLIPL_BIN_DIV && odt != common) {
+        if ((rc = promote(a, odt, &pa)) || (rc = promote(b, odt, &pb)))
+            goto fail;
+        rc = run(op_names[op], op, pa, pb, out, alpha);
+    } else {
+        rc = run(op_names[op], op, a, b, out, alpha);
+    }
+    if (rc)
+        goto fail;
+    clipl_tensor_release(pa);
+    clipl_tensor_release(pb);
+    *dst = out;
+    return CLIPL_OK;
+fail:
+    clipl_tensor_release(pa);
+    clipl_tensor_release(pb);
+    clipl_tensor_release(out);
+    return rc;
+}
+
+int clipl_binary(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst, int op)
+{
+    return binary_alpha(a, b, dst, op, 1.0);
+}
+
+static int inplace_alpha(clipl_tensor *a, const clipl_tensor *b, int op, double alpha)
+{
+    char b1[128], b2[128];
+    int rc = check_op(op), ndim;
+    int64_t shape[CLIPL_MAX_DIMS];
+    if (rc)
+        return rc;
+    if (!a || !b)
+        return clipl__err(CLIPL_EINVAL, "%s_: NULL argument", op_names[op]);
+    if ((rc = clipl__check_writable(a, op_names[op])))
+        return rc;
+    rc = clipl__broadcast2(op_names[op], a, b, &ndim, shape);
+    if (rc)
+        return rc;
+    if (ndim != a->ndim || memcmp(shape, a->shape, sizeof(int64_t) * (size_t)ndim) != 0)
+        return clipl__err(CLIPL_ESHAPE, "%s_: %s does not broadcast to the in-place target %s",
+                          op_names[op], clipl__tshape(b1, sizeof b1, b),
+                          clipl__tshape(b2, sizeof b2, a));
+    int common = clipl__common_dtype(a->dt, b->dt);
+    if (!is_cmp(op) && plain_is_int(a->dt) && plain_is_float(common))
+        return clipl__err(CLIPL_EINVAL, "%s_: the result (%s) cannot be stored in place in a %s "
+                                        "tensor",
+                          op_names[op], clipl_dtype_name(common), clipl_dtype_name(a->dt));
+    return run(op_names[op], op, a, b, a, alpha);
+}
+
+int clipl_binary_(clipl_tensor *a, const clipl_tensor *b, int op)
+{
+    return inplace_alpha(a, b, op, 1.0);
+}
+
+/* A 0-d tensor holding s for a tensor-scalar op on a: f32 for float results (the compute type of
+ * bf16/f16 too, so s is not rounded to 8 bits), i64 for integer results. */
+static clipl_tensor *scalar_tensor(double s, bool is_float)
+{
+    clipl_tensor *t = clipl_tensor_empty(is_float ? CLIPL_F32 : CLIPL_I64, 0, NULL);
+    if (t)
+        clipl__store(t->ptr, t->dt, s);
+    return t;
+}
+
+static bool scalar_needs_float(int dt, int op, double s)
+{
+    return plain_is_float(dt) || op == CLIPL_BIN_DIV || !(s == floor(s)) || fabs(s) > 9.2e18;
+}
+
+int clipl_binary_scalar(const clipl_tensor *a, double s, clipl_tensor **dst, int op, int reversed)
+{
+    int rc = check_op(op);
+    if (rc)
+        return rc;
+    if (!a || !dst)
+        return clipl__err(CLIPL_EINVAL, "%s: NULL argument", op_names[op]);
+    bool fl = scalar_needs_float(a->dt, op, s);
+    int odt = is_cmp(op) ? CLIPL_U8 : fl ? (plain_is_float(a->dt) ? a->dt : CLIPL_F32) : a->dt;
+    clipl_tensor *st = scalar_tensor(s, fl), *pa = NULL, *out = NULL;
+    if (!st)
+        return clipl_errcode();
+    if ((rc = promote(a, is_cmp(op) ? a->dt : odt, &pa)))
+        goto done;
+    out = plain_new(odt, a->ndim, a->shape, &rc);
+    if (!out)
+        goto done;
+    rc = reversed ? run(op_names[op], op, st, pa, out, 1.0) : run(op_names[op], op, pa, st, out, 1.0);
+    if (rc == CLIPL_OK) {
+        *dst = out;
+        out = NULL;
+    }
+done:
+    clipl_tensor_release(out);
+    clipl_tensor_release(pa);
+    clipl_tensor_release(st);
+    return rc;
+}
+
+int clipl_binary_scalar_(clipl_tensor *a, double s, int op, int reversed)
+{
+    int rc = check_op(op);
+    if (rc)
+        return rc;
+    if (!a)
+        return clipl__err(CLIPL_EINVAL, "%s_: NULL argument", op_names[op]);
+    if ((rc = clipl__check_writable(a, op_names[op])))
+        return rc;
+    bool fl = scalar_needs_float(a->dt, op, s);
+    if (fl && plain_is_int(a->dt) && !is_cmp(op))
+        return clipl__err(CLIPL_EINVAL,
+                          "%s_: the result of %s with %g is float and cannot be stored in place "
+                          "in a %s tensor",
+                          op_names[op], op_names[op], s, clipl_dtype_name(a->dt));
+    clipl_tensor *st = scalar_tensor(s, fl);
+    if (!st)
+        return clipl_errcode();
+    rc = reversed ? run(op_names[op], op, st, a, a, 1.0) : run(op_names[op], op, a, st, a, 1.0);
+    clipl_tensor_release(st);
+    return rc;
+}
+
+/* ---- named forms ---- */
+
+int clipl_add(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst, double alpha)
+{
+    return binary_alpha(a, b, dst, CLIPL_BIN_ADD, alpha);
+}
+int clipl_sub(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst)
+{
+    return clipl_binary(a, b, dst, CLIPL_BIN_SUB);
+}
+int clipl_mul(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst)
+{
+    return clipl_binary(a, b, dst, CLIPL_BIN_MUL);
+}
+int clipl_div(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst)
+{
+    return clipl_binary(a, b, dst, CLIPL_BIN_DIV);
+}
+int clipl_pow(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst)
+{
+    return clipl_binary(a, b, dst, CLIPL_BIN_POW);
+}
+int clipl_add_scalar(const clipl_tensor *a, double s, clipl_tensor **dst)
+{
+    return clipl_binary_scalar(a, s, dst, CLIPL_BIN_ADD, 0);
+}
+int clipl_sub_scalar(const clipl_tensor *a, double s, clipl_tensor **dst)
+{
+    return clipl_binary_scalar(a, s, dst, CLIPL_BIN_SUB, 0);
+}
+int clipl_mul_scalar(const clipl_tensor *a, double s, clipl_tensor **dst)
+{
+    return clipl_binary_scalar(a, s, dst, CLIPL_BIN_MUL, 0);
+}
+int clipl_div_scalar(const clipl_tensor *a, double s, clipl_tensor **dst)
+{
+    return clipl_binary_scalar(a, s, dst, CLIPL_BIN_DIV, 0);
+}
+int clipl_pow_scalar(const clipl_tensor *a, double s, clipl_tensor **dst)
+{
+    return clipl_binary_scalar(a, s, dst, CLIPL_BIN_POW, 0);
+}
+int clipl_rsub_scalar(const clipl_tensor *a, double s, clipl_tensor **dst)
+{
+    return clipl_binary_scalar(a, s, dst, CLIPL_BIN_SUB, 1);
+}
+int clipl_rdiv_scalar(const clipl_tensor *a, double s, clipl_tensor **dst)
+{
+    return clipl_binary_scalar(a, s, dst, CLIPL_BIN_DIV, 1);
+}
+int clipl_rpow_scalar(const clipl_tensor *a, double s, clipl_tensor **dst)
+{
+    return clipl_binary_scalar(a, s, dst, CLIPL_BIN_POW, 1);
+}
+int clipl_neg(const clipl_tensor *a, clipl_tensor **dst)
+{
+    return clipl_binary_scalar(a, -1.0, dst, CLIPL_BIN_MUL, 0); /* -1 * x keeps -0 and NaN */
+}
+int clipl_add_(clipl_tensor *a, const clipl_tensor *b, double alpha)
+{
+    return inplace_alpha(a, b, CLIPL_BIN_ADD, alpha);
+}
+int clipl_sub_(clipl_tensor *a, const clipl_tensor *b)
+{
+    return clipl_binary_(a, b, CLIPL_BIN_SUB);
+}
+int clipl_mul_(clipl_tensor *a, const clipl_tensor *b)
+{
+    return clipl_binary_(a, b, CLIPL_BIN_MUL);
+}
+int clipl_div_(clipl_tensor *a, const clipl_tensor *b)
+{
+    return clipl_binary_(a, b, CLIPL_BIN_DIV);
+}
+int clipl_pow_(clipl_tensor *a, const clipl_tensor *b)
+{
+    return clipl_binary_(a, b, CLIPL_BIN_POW);
+}
+int clipl_add_scalar_(clipl_tensor *a, double s)
+{
+    return clipl_binary_scalar_(a, s, CLIPL_BIN_ADD, 0);
+}
+int clipl_mul_scalar_(clipl_tensor *a, double s)
+{
+    return clipl_binary_scalar_(a, s, CLIPL_BIN_MUL, 0);
+}
+int clipl_neg_(clipl_tensor *a) { return clipl_binary_scalar_(a, -1.0, CLIPL_BIN_MUL, 0); }
