@@ -228,6 +228,20 @@ CLIPL_API int clipl_tensor_normal_(clipl_tensor *dst, clipl_generator *g, double
 CLIPL_API int clipl_generator_get_state(const clipl_generator *g, uint64_t *state4);
 CLIPL_API int clipl_generator_set_state(clipl_generator *g, const uint64_t *state4);
 
+/* ---- digests ---- */
+/* Streaming SHA-256 (OpenSSL's libcrypto), for cache keys and file checks. */
+typedef struct clipl_sha256 clipl_sha256;
+/* New hashing state. Free with clipl_sha256_free. NULL on failure. */
+CLIPL_API clipl_sha256 *clipl_sha256_new(void);
+CLIPL_API void clipl_sha256_free(clipl_sha256 *h);
+/* Adds n bytes. */
+CLIPL_API int clipl_sha256_update(clipl_sha256 *h, const void *data, size_t n);
+/* Adds a tensor's dtype, shape and elements in row-major order (any strides). */
+CLIPL_API int clipl_sha256_update_tensor(clipl_sha256 *h, const clipl_tensor *t);
+/* Writes the digest of everything added as 64 lowercase hex digits + NUL into out_hex (65
+ * bytes); the state is then reset for reuse. */
+CLIPL_API int clipl_sha256_final(clipl_sha256 *h, char *out_hex);
+
 /* ==== ops ===================================================================================== */
 /* (engine/ops) */
 

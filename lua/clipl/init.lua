@@ -22,6 +22,7 @@ local parts = {
     "clipl.image",
     "clipl.models",
     "clipl.help",
+    "clipl.zeroshot",
 }
 
 for k, v in pairs(tensor) do
