@@ -184,26 +184,33 @@ function M.fetch(url, dest, sha256, opts)
     local done, total, finished = ffi.new("int64_t[1]"), ffi.new("int64_t[1]"), ffi.new("int[1]")
     local progress = opts.progress
     local usec = math.floor((opts.interval or 0.1) * 1e6)
-    local rc
-    while true do
-        rc = C.clipl_download_poll(d, done, total, finished)
-        if progress then
-            local t = tonumber(total[0])
-            progress({
-                done = tonumber(done[0]),
-                total = t >= 0 and t or nil,
-                phase = phase_names[C.clipl_download_state(d)],
-                resumed = tonumber(C.clipl_download_resumed_from(d)),
-                url = url,
-                dest = dest,
-            })
+    local ok, err = pcall(function()
+        while true do
+            C.clipl_download_poll(d, done, total, finished)
+            if progress then
+                local t = tonumber(total[0])
+                progress({
+                    done = tonumber(done[0]),
+                    total = t >= 0 and t or nil,
+                    phase = phase_names[C.clipl_download_state(d)],
+                    resumed = tonumber(C.clipl_download_resumed_from(d)),
+                    url = url,
+                    dest = dest,
+                })
+            end
+            if finished[0] ~= 0 then
+                break
+            end
+            ffi.C.usleep(usec)
         end
-        if finished[0] ~= 0 then
-            break
-        end
-        ffi.C.usleep(usec)
+    end)
+    if not ok then
+        -- an error in the progress function or an interrupt: stop the transfer now (the .part is
+        -- kept for a resume), then pass the error on
+        C.clipl_download_free(ffi.gc(d, nil))
+        error(err, 0)
     end
-    rc = C.clipl_download_wait(d)
+    local rc = C.clipl_download_wait(d)
     C.clipl_download_free(ffi.gc(d, nil))
     check(rc, 2)
     return dest
