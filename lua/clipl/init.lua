@@ -23,6 +23,7 @@ local parts = {
     "clipl.models",
     "clipl.help",
     "clipl.zeroshot",
+    "clipl.index",
 }
 
 for k, v in pairs(tensor) do
