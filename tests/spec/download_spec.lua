@@ -304,6 +304,69 @@ describe("downloads", function()
     end)
 end)
 
+describe("the download script", function()
+    -- runs scripts/download.lua under luajit with this build (LUA_PATH and CLIPL_LIB come from
+    -- tests/run_spec); the vocabulary is served from a temporary copy of ../shared/clip's file,
+    -- whose real SHA-256 is in the registry
+    local www2 = tmp .. "_script"
+    local srv, p2
+    setup(function()
+        local dir = www2 .. "/www/openai/CLIP/raw/main/clip"
+        os.execute("mkdir -p '" .. dir .. "'")
+        os.execute("cp '" .. shared .. "/bpe_simple_vocab_16e6.txt.gz' '" .. dir .. "/'")
+        srv = assert(io.popen("luajit '" .. root .. "/tests/http_server.lua' '" .. www2 ..
+            "/www' --max-seconds 60 --max-requests 20"))
+        p2 = tonumber(srv:read("*l"))
+        assert(p2, "the test HTTP server did not start")
+    end)
+    teardown(function()
+        local c = p2 and socket.connect("127.0.0.1", p2)
+        if c then
+            c:send("GET /__quit HTTP/1.1\r\n\r\n")
+            c:receive("*a")
+            c:close()
+        end
+        if srv then
+            srv:close()
+        end
+        os.execute("rm -rf '" .. www2 .. "'")
+    end)
+
+    local function run(args)
+        local cmd = ("CLIPL_CACHE='%s/cache' luajit '%s/scripts/download.lua' %s 2>&1; echo rc=$?")
+            :format(www2, root, args)
+        local text = sh(cmd)
+        return text:gsub("rc=(%d+)%s*$", ""), tonumber(text:match("rc=(%d+)%s*$"))
+    end
+
+    it("downloads the vocabulary, prints its path, and lists it as cached", function()
+        local text, rc = run("vocab --base-url http://127.0.0.1:" .. p2)
+        assert.are.equal(0, rc)
+        local path = www2 .. "/cache/bpe_simple_vocab_16e6.txt.gz"
+        assert.are.equal(path .. "\n", text)
+        assert.is_true(read(path) == read(shared .. "/bpe_simple_vocab_16e6.txt.gz"))
+        text, rc = run("--list")
+        assert.are.equal(0, rc)
+        assert.matches("vocab%s+bpe_simple_vocab_16e6.txt.gz%s+cached, 1.4 MB", text)
+        assert.matches("ViT%-L/14@336px%s+ViT%-L%-14%-336px.pt%s+not downloaded", text)
+    end)
+
+    it("fails clearly on unknown names, options and server errors", function()
+        local text, rc = run("ViT-Z/1")
+        assert.are.equal(1, rc)
+        assert.matches("unknown model 'ViT%-Z/1'", text)
+        text, rc = run("--bogus")
+        assert.are.equal(1, rc)
+        assert.matches("unknown option %-%-bogus", text)
+        text, rc = run("RN50 --base-url http://127.0.0.1:" .. p2)
+        assert.are.equal(1, rc)
+        assert.matches("download RN50: .*HTTP error 404", text)
+        text, rc = run("--help")
+        assert.are.equal(0, rc)
+        assert.matches("^usage: clipl download", text)
+    end)
+end)
+
 describe("cache folder", function()
     local saved = {}
     local names = {"CLIPL_CACHE", "XDG_CACHE_HOME", "HOME"}
