@@ -1,0 +1,33 @@
+/*
+ * text.h - internals of the tokenizer shared between engine/text files.
+ */
+#ifndef CLIPL_TEXT_H
+#define CLIPL_TEXT_H
+
+#include "internal.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A growable array of code points. */
+typedef struct clipl__cps {
+    uint32_t *p;
+    size_t n, cap;
+} clipl__cps;
+
+/* Index of the first byte of text that starts an ill-formed UTF-8 sequence (Unicode table 3-7:
+ * no overlongs, no surrogates, nothing past U+10FFFF), or len when the text is well-formed. */
+size_t clipl__utf8_check(const char *text, size_t len);
+/* Appends the UTF-8 encoding of cp (< 0x110000, not a surrogate) to buf; returns bytes written
+ * (buf needs room for 4). */
+int clipl__utf8_put(char *buf, uint32_t cp);
+/* Decodes bytes as Python's bytes.decode('utf-8', errors='replace'): each maximal ill-formed
+ * subpart becomes U+FFFD. *out is malloc'ed (caller frees). */
+int clipl__utf8_decode_replace(const char *bytes, size_t len, char **out, size_t *out_len);
+
+/* SimpleTokenizer's text cleaning: NFC (utf8proc), html.unescape twice, str.strip, regex \s+ ->
+ * " ", str.strip, str.lower. text must be well-formed UTF-8. *out is malloc'ed, NUL-terminated.
+ * Returns CLIPL_OK or an error (already recorded). */
+int clipl__text_clean(const char *text, size_t len, char **out, size_t *out_len);
+
+#endif
