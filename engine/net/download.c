@@ -349,6 +349,8 @@ static void *run(void *arg)
     }
     if (flock(d->fd, LOCK_EX | LOCK_NB) != 0) {
         fail(d, CLIPL_EIO, "download: %s is in use by another download", d->part);
+        close(d->fd);
+        d->fd = -1;
         goto out;
     }
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -420,8 +422,13 @@ static void *run(void *arg)
         goto out;
     }
 out:
-    if (d->fd >= 0)
+    if (d->fd >= 0) {
+        struct stat st;
+        /* a failure before the first byte leaves no empty .part behind */
+        if (d->status != CLIPL_OK && fstat(d->fd, &st) == 0 && st.st_size == 0)
+            unlink(d->part);
         close(d->fd); /* also releases the lock */
+    }
     d->fd = -1;
     atomic_store(&d->phase, d->status == CLIPL_OK ? CLIPL_DL_DONE : CLIPL_DL_FAILED);
     atomic_store(&d->finished, 1);
