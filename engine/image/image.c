@@ -19,8 +19,17 @@ static int vips_init_rc = CLIPL_OK;
 static char vips_init_msg[256];
 static pthread_mutex_t vips_err_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* libvips reports recoverable trouble with g_warning on stderr; a library must not print, and
+ * every failure that matters reaches the caller through clipl_errmsg(). */
+static void drop_log(const gchar *domain, GLogLevelFlags level, const gchar *msg, gpointer data)
+{
+    (void)domain, (void)level, (void)msg, (void)data;
+}
+
 static void vips_init_once(void)
 {
+    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
+                      drop_log, NULL);
     if (VIPS_INIT("clipl") != 0) {
         vips_init_rc = CLIPL_EIMAGE;
         snprintf(vips_init_msg, sizeof vips_init_msg, "%s", vips_error_buffer());
