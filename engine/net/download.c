@@ -25,25 +25,25 @@
 struct clipl_download {
     char *url;
     char *dest;
-    char *part;                 /* dest + ".part" */
-    char sha[65];               /* expected hash, lowercase; "" = no check */
+    char *part;   /* dest + ".part" */
+    char sha[65]; /* expected hash, lowercase; "" = no check */
     pthread_t thread;
-    int joined;                 /* thread has been joined */
-    _Atomic int64_t done;       /* bytes of the file so far (or hashed bytes when verifying) */
-    _Atomic int64_t total;      /* expected size, -1 unknown */
-    _Atomic int64_t resumed;    /* resume offset kept */
-    _Atomic int phase;          /* clipl_download_phase */
-    _Atomic int finished;       /* thread stopped */
-    _Atomic int cancel;         /* stop requested */
-    int status;                 /* final status (valid once finished) */
-    char msg[MSG_SIZE];         /* final error message (valid once finished) */
+    int joined;              /* thread has been joined */
+    _Atomic int64_t done;    /* bytes of the file so far (or hashed bytes when verifying) */
+    _Atomic int64_t total;   /* expected size, -1 unknown */
+    _Atomic int64_t resumed; /* resume offset kept */
+    _Atomic int phase;       /* clipl_download_phase */
+    _Atomic int finished;    /* thread stopped */
+    _Atomic int cancel;      /* stop requested */
+    int status;              /* final status (valid once finished) */
+    char msg[MSG_SIZE];      /* final error message (valid once finished) */
     /* transfer state, used by the thread only */
-    CURL *curl;                 /* the current request */
+    CURL *curl; /* the current request */
     int fd;
-    int64_t offset;             /* bytes in the .part before this request */
-    int checked;                /* response code checked at the first body byte */
-    int write_err;              /* errno of a failed write */
-    char range_err[256];        /* a bad 206 response */
+    int64_t offset;      /* bytes in the .part before this request */
+    int checked;         /* response code checked at the first body byte */
+    int write_err;       /* errno of a failed write */
+    char range_err[256]; /* a bad 206 response */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -94,8 +94,7 @@ static int make_parent_dirs(const char *path)
         *p = '/';
     }
     if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return clipl__err(CLIPL_EIO, "download: cannot create folder %s: %s", buf,
-                          strerror(errno));
+        return clipl__err(CLIPL_EIO, "download: cannot create folder %s: %s", buf, strerror(errno));
     struct stat st;
     if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
         return clipl__err(CLIPL_EIO, "download: %s is not a folder", buf);
@@ -224,6 +223,7 @@ static int restart_from_zero(clipl_download *d)
     d->range_err[0] = '\0';
     atomic_store(&d->done, 0);
     atomic_store(&d->resumed, 0);
+    atomic_store(&d->total, -1);
     return CLIPL_OK;
 }
 
@@ -244,6 +244,11 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
         } else if (d->range_err[0]) {
             return 0; /* aborts the transfer: CURLE_WRITE_ERROR, reported from range_err */
         }
+        curl_off_t length = -1;
+        if (atomic_load(&d->total) < 0 &&
+            curl_easy_getinfo(d->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) == CURLE_OK &&
+            length >= 0)
+            atomic_store(&d->total, d->offset + (int64_t)length);
         atomic_store(&d->phase, CLIPL_DL_TRANSFER);
     }
     size_t left = n;
@@ -268,7 +273,8 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     clipl_download *d = ud;
     if (atomic_load(&d->cancel) || clipl__should_stop())
         return 1;
-    if (dltotal > 0 && atomic_load(&d->total) < 0)
+    /* the length is known once the response has been accepted (200 vs 206 settled) */
+    if (d->checked && dltotal > 0 && atomic_load(&d->total) < 0)
         atomic_store(&d->total, d->offset + (int64_t)dltotal);
     return 0;
 }
@@ -319,13 +325,14 @@ static int transfer(clipl_download *d, long *http_code)
         goto done;
     }
     if (cc == CURLE_ABORTED_BY_CALLBACK) {
-        rc = fail(d, CLIPL_EINTERRUPTED, "download: %s: cancelled after %lld bytes (%s kept for "
-                  "resume)", d->url, (long long)atomic_load(&d->done), d->part);
+        rc = fail(d, CLIPL_EINTERRUPTED,
+                  "download: %s: cancelled after %lld bytes (%s kept for "
+                  "resume)",
+                  d->url, (long long)atomic_load(&d->done), d->part);
     } else if (cc == CURLE_WRITE_ERROR && d->range_err[0]) {
         rc = fail(d, CLIPL_EIO, "download: %s: %s", d->url, d->range_err);
     } else if (cc == CURLE_WRITE_ERROR && d->write_err) {
-        rc = fail(d, CLIPL_EIO, "download: cannot write %s: %s", d->part,
-                  strerror(d->write_err));
+        rc = fail(d, CLIPL_EIO, "download: cannot write %s: %s", d->part, strerror(d->write_err));
     } else if (cc == CURLE_HTTP_RETURNED_ERROR) {
         rc = fail(d, CLIPL_EIO, "download: %s: HTTP error %ld", d->url, *http_code);
     } else {
@@ -403,8 +410,7 @@ static void *run(void *arg)
         if (code == 416 && attempt == 0) {
             /* the kept .part was not a good prefix: start over once */
             if (ftruncate(d->fd, 0) != 0) {
-                fail(d, CLIPL_EIO, "download: cannot truncate %s: %s", d->part,
-                     strerror(errno));
+                fail(d, CLIPL_EIO, "download: cannot truncate %s: %s", d->part, strerror(errno));
                 goto out;
             }
             continue;
@@ -448,8 +454,7 @@ static bool is_hex64(const char *s)
     return true;
 }
 
-clipl_download *clipl_download_start(const char *url, const char *dest_path,
-                                     const char *sha256_hex)
+clipl_download *clipl_download_start(const char *url, const char *dest_path, const char *sha256_hex)
 {
     if (!url || !url[0]) {
         clipl__err(CLIPL_EINVAL, "download: url must not be empty");

@@ -71,8 +71,7 @@ static void test_sha256(void)
         write_file(path, a, n);
         free(a);
         CHECK_OK(clipl_sha256_file(path, hex));
-        CHECK(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") ==
-              0);
+        CHECK(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0);
     }
     /* the vocabulary against the hash published in ../shared/clip/models.tsv */
     char line[512], expected[65] = "";

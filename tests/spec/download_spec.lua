@@ -160,11 +160,22 @@ describe("downloads", function()
         os.execute("mkdir -p '" .. tmp .. "/cache/norange'")
         -- a wrong prefix: it must be thrown away, not kept in front of the new bytes
         write(dest .. ".part", string.rep("x", 5000))
-        local resumed
-        dl.fetch(url("small.pt", "norange"), dest, nil,
-            {progress = function(p) resumed = p.resumed end})
+        local resumed, totals = nil, {}
+        dl.fetch(url("small.pt", "norange"), dest, nil, {
+            interval = 0.005,
+            progress = function(p)
+                resumed = p.resumed
+                if p.phase == "transfer" and p.total then
+                    totals[p.total] = true
+                end
+            end,
+        })
         assert.is_true(read(dest) == files["small.pt"].data)
         assert.are.equal(0, resumed)
+        -- the size announced during the transfer is the file's, not 5000 + the file's
+        for t in pairs(totals) do
+            assert.are.equal(300000, t)
+        end
         local lines = log_lines()
         assert.are.equal("GET /norange" .. files["small.pt"].path .. " bytes=5000-",
             lines[#lines])
