@@ -324,20 +324,23 @@ static int transfer(clipl_download *d, long *http_code)
             rc = restart_from_zero(d); /* an empty 200 answer to a Range request */
         goto done;
     }
+    /* what stays behind for a resume (an empty .part is removed when the thread ends) */
+    char kept[300] = "";
+    int64_t have = atomic_load(&d->done);
+    if (have > 0)
+        snprintf(kept, sizeof kept, " (%lld bytes kept in %s for a resume)", (long long)have,
+                 d->part);
     if (cc == CURLE_ABORTED_BY_CALLBACK) {
-        rc = fail(d, CLIPL_EINTERRUPTED,
-                  "download: %s: cancelled after %lld bytes (%s kept for "
-                  "resume)",
-                  d->url, (long long)atomic_load(&d->done), d->part);
+        rc = fail(d, CLIPL_EINTERRUPTED, "download: %s: cancelled%s", d->url, kept);
     } else if (cc == CURLE_WRITE_ERROR && d->range_err[0]) {
         rc = fail(d, CLIPL_EIO, "download: %s: %s", d->url, d->range_err);
     } else if (cc == CURLE_WRITE_ERROR && d->write_err) {
         rc = fail(d, CLIPL_EIO, "download: cannot write %s: %s", d->part, strerror(d->write_err));
     } else if (cc == CURLE_HTTP_RETURNED_ERROR) {
-        rc = fail(d, CLIPL_EIO, "download: %s: HTTP error %ld", d->url, *http_code);
+        rc = fail(d, CLIPL_EIO, "download: %s: HTTP error %ld%s", d->url, *http_code, kept);
     } else {
-        rc = fail(d, CLIPL_EIO, "download: %s: %s (%s kept for resume)", d->url,
-                  errbuf[0] ? errbuf : curl_easy_strerror(cc), d->part);
+        rc = fail(d, CLIPL_EIO, "download: %s: %s%s", d->url,
+                  errbuf[0] ? errbuf : curl_easy_strerror(cc), kept);
     }
 done:
     d->curl = NULL;

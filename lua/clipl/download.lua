@@ -238,7 +238,7 @@ function M.download(name, opts)
     local url = M.rewrite_url(e.url, opts.base_url or getenv("CLIPL_DOWNLOAD_BASE_URL"))
     local ok, err = pcall(M.fetch, url, dest, e.sha256, opts)
     if not ok then
-        error(("download %s: %s"):format(e.name, tostring(err)), 2)
+        error(("download %s: %s"):format(e.name, (tostring(err):gsub("^download: ", ""))), 2)
     end
     return dest
 end
