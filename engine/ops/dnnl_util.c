@@ -49,8 +49,7 @@ static void tls_free(void *p)
         return;
     if (ts->stream)
         dnnl_stream_destroy(ts->stream);
-    if (ts->scratch)
-        clipl__free(ts->scratch, ts->scratch_bytes);
+    free(ts->scratch);
     free(ts);
 }
 
@@ -84,11 +83,12 @@ static void *thread_scratch(thread_state *ts, size_t bytes, const char *op)
 {
     if (bytes <= ts->scratch_bytes)
         return ts->scratch;
-    if (ts->scratch)
-        clipl__free(ts->scratch, ts->scratch_bytes);
+    free(ts->scratch);
+    ts->scratch = NULL;
     ts->scratch_bytes = 0;
-    size_t grow = bytes + bytes / 4;
-    ts->scratch = clipl__alloc(grow);
+    /* 64-byte aligned, rounded up as aligned_alloc requires; not counted as tensor memory */
+    size_t grow = (bytes + bytes / 4 + 63) / 64 * 64;
+    ts->scratch = aligned_alloc(64, grow);
     if (!ts->scratch) {
         clipl__err(CLIPL_ENOMEM, "%s: out of memory for a %zu-byte scratchpad", op, bytes);
         return NULL;
