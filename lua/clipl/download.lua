@@ -143,7 +143,7 @@ end
 
 --- Rewrites url onto base (scheme://host[:port][/prefix]) keeping its path: used by tests and
 -- mirrors (opts.base_url or $CLIPL_DOWNLOAD_BASE_URL).
-function M.rewrite_url(url, base)
+function M._rewrite_url(url, base)
     if not base then
         return url
     end
@@ -152,7 +152,7 @@ function M.rewrite_url(url, base)
 end
 
 --- The SHA-256 that an OpenAI URL carries (the 64-hex path segment before the file name), or nil.
-function M.sha256_from_url(url)
+function M._sha256_from_url(url)
     local h = url:match("/(" .. ("%x"):rep(64) .. ")/[^/]*$")
     return h and h:lower() or nil
 end
@@ -171,10 +171,10 @@ local phase_names = {[0] = "connecting", "transfer", "verifying", "done", "faile
 -- opts.interval seconds (default 0.1) with p = {done, total (nil while unknown), phase, resumed,
 -- url, dest}. Returns dest; raises with the library's message on failure (the .part is kept
 -- except after a hash mismatch).
-function M.fetch(url, dest, sha256, opts)
+function M.download_url(url, dest, sha256, opts)
     opts = opts or {}
     if sha256 == nil then
-        sha256 = M.sha256_from_url(url)
+        sha256 = M._sha256_from_url(url)
     end
     local d = C.clipl_download_start(url, dest, sha256 or nil)
     if d == nil then
@@ -219,7 +219,7 @@ end
 --- Downloads a registry model (or the vocabulary) into the cache folder unless it is already
 -- there with the right SHA-256, and returns its path. opts: cache_dir (default M.cache_dir()),
 -- base_url (default $CLIPL_DOWNLOAD_BASE_URL), registry (path of another registry file),
--- progress (see fetch), verify (false: trust an existing file without hashing it), force (true:
+-- progress (see download_url), verify (false: trust an existing file without hashing it), force (true:
 -- download again even when present).
 function M.download(name, opts)
     opts = opts or {}
@@ -235,8 +235,8 @@ function M.download(name, opts)
     elseif opts.force then
         os.remove(dest)
     end
-    local url = M.rewrite_url(e.url, opts.base_url or getenv("CLIPL_DOWNLOAD_BASE_URL"))
-    local ok, err = pcall(M.fetch, url, dest, e.sha256, opts)
+    local url = M._rewrite_url(e.url, opts.base_url or getenv("CLIPL_DOWNLOAD_BASE_URL"))
+    local ok, err = pcall(M.download_url, url, dest, e.sha256, opts)
     if not ok then
         error(("download %s: %s"):format(e.name, (tostring(err):gsub("^download: ", ""))), 2)
     end

@@ -128,7 +128,7 @@ describe("downloads", function()
     it("downloads a whole file, verifies it and renames it into place", function()
         local dest = out("full/small.pt")
         local seen = {}
-        local path = dl.fetch(url("small.pt"), dest, nil, {
+        local path = dl.download_url(url("small.pt"), dest, nil, {
             interval = 0.01,
             progress = function(p) seen[#seen + 1] = p end,
         })
@@ -147,7 +147,7 @@ describe("downloads", function()
         os.execute("mkdir -p '" .. tmp .. "/cache/resume'")
         write(dest .. ".part", files["small.pt"].data:sub(1, 123457))
         local resumed
-        dl.fetch(url("small.pt"), dest, nil, {progress = function(p) resumed = p.resumed end})
+        dl.download_url(url("small.pt"), dest, nil, {progress = function(p) resumed = p.resumed end})
         assert.is_true(read(dest) == files["small.pt"].data)
         assert.is_false(exists(dest .. ".part"))
         assert.are.equal(123457, resumed)
@@ -161,7 +161,7 @@ describe("downloads", function()
         -- a wrong prefix: it must be thrown away, not kept in front of the new bytes
         write(dest .. ".part", string.rep("x", 5000))
         local resumed, totals = nil, {}
-        dl.fetch(url("small.pt", "norange"), dest, nil, {
+        dl.download_url(url("small.pt", "norange"), dest, nil, {
             interval = 0.005,
             progress = function(p)
                 resumed = p.resumed
@@ -183,7 +183,7 @@ describe("downloads", function()
 
     it("deletes a corrupted download and names both hashes", function()
         local dest = out("corrupt/small.pt")
-        local ok, err = pcall(dl.fetch, url("small.pt", "corrupt"), dest)
+        local ok, err = pcall(dl.download_url, url("small.pt", "corrupt"), dest)
         assert.is_false(ok)
         assert.matches("SHA%-256 mismatch", err)
         assert.matches("expected " .. files["small.pt"].sha, err, 1, true)
@@ -198,7 +198,7 @@ describe("downloads", function()
         local dest = out("badprefix/other.pt")
         os.execute("mkdir -p '" .. tmp .. "/cache/badprefix'")
         write(dest .. ".part", string.rep("\0", 1000))
-        local ok, err = pcall(dl.fetch, url("other.pt"), dest)
+        local ok, err = pcall(dl.download_url, url("other.pt"), dest)
         assert.is_false(ok)
         assert.matches("SHA%-256 mismatch", err)
         assert.is_false(exists(dest))
@@ -207,7 +207,7 @@ describe("downloads", function()
 
     it("keeps the .part of a dropped connection and resumes it next time", function()
         local dest = out("drop/other.pt")
-        local ok, err = pcall(dl.fetch, url("other.pt", "drop"), dest)
+        local ok, err = pcall(dl.download_url, url("other.pt", "drop"), dest)
         assert.is_false(ok)
         assert.matches("100000 bytes kept in " .. dest .. ".part for a resume", err, 1, true)
         assert.matches(url("other.pt", "drop"), err, 1, true)
@@ -216,7 +216,7 @@ describe("downloads", function()
         -- the server sends floor(200001 / 2) bytes before closing
         assert.are.equal(100000, #part)
         assert.is_true(part == files["other.pt"].data:sub(1, 100000))
-        dl.fetch(url("other.pt"), dest)
+        dl.download_url(url("other.pt"), dest)
         assert.is_true(read(dest) == files["other.pt"].data)
         local lines = log_lines()
         assert.are.equal("GET " .. files["other.pt"].path .. " bytes=100000-", lines[#lines])
@@ -226,13 +226,13 @@ describe("downloads", function()
         local dest = out("complete/other.pt")
         os.execute("mkdir -p '" .. tmp .. "/cache/complete'")
         write(dest .. ".part", files["other.pt"].data)
-        dl.fetch(url("other.pt"), dest)
+        dl.download_url(url("other.pt"), dest)
         assert.is_true(read(dest) == files["other.pt"].data)
         assert.is_false(exists(dest .. ".part"))
     end)
 
     it("reports HTTP errors, refused connections and bad arguments clearly", function()
-        local ok, err = pcall(dl.fetch, base .. "/clip/models/none.pt", out("e/none.pt"), false)
+        local ok, err = pcall(dl.download_url, base .. "/clip/models/none.pt", out("e/none.pt"), false)
         assert.is_false(ok)
         assert.matches("HTTP error 404", err)
         assert.matches("/clip/models/none.pt", err, 1, true)
@@ -242,18 +242,18 @@ describe("downloads", function()
         local _, free = s:getsockname()
         s:close()
         local refused = "http://127.0.0.1:" .. free .. "/x.pt"
-        ok, err = pcall(dl.fetch, refused, out("e/x.pt"), false)
+        ok, err = pcall(dl.download_url, refused, out("e/x.pt"), false)
         assert.is_false(ok)
         assert.matches(refused, err, 1, true)
         assert.matches("[Cc]onnect", err)
 
-        ok, err = pcall(dl.fetch, "ftp://127.0.0.1/x.pt", out("e/y.pt"))
+        ok, err = pcall(dl.download_url, "ftp://127.0.0.1/x.pt", out("e/y.pt"))
         assert.is_false(ok)
         assert.matches("must start with http:// or https://", err)
-        ok, err = pcall(dl.fetch, url("small.pt"), out("e/z.pt"), "abc")
+        ok, err = pcall(dl.download_url, url("small.pt"), out("e/z.pt"), "abc")
         assert.is_false(ok)
         assert.matches("sha256 must be 64 hex digits, got 'abc'", err, 1, true)
-        ok, err = pcall(dl.fetch, url("small.pt"), "", nil)
+        ok, err = pcall(dl.download_url, url("small.pt"), "", nil)
         assert.is_false(ok)
         assert.matches("dest_path must not be empty", err)
     end)
@@ -462,7 +462,7 @@ describe("the model registry", function()
                         sha256sum(shared .. "/bpe_simple_vocab_16e6.txt.gz"))
                 else
                     assert.are.equal("model", e.kind)
-                    assert.are.equal(dl.sha256_from_url(m.url), e.sha256)
+                    assert.are.equal(dl._sha256_from_url(m.url), e.sha256)
                 end
             end
             assert.are.same({"RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32",
@@ -474,9 +474,9 @@ describe("the model registry", function()
     it("rewrites URLs onto a base URL keeping the path (and its hash)", function()
         local e = dl.registry()["RN50"]
         assert.are.equal("http://127.0.0.1:9/clip/models/" .. e.sha256 .. "/RN50.pt",
-            dl.rewrite_url(e.url, "http://127.0.0.1:9/"))
+            dl._rewrite_url(e.url, "http://127.0.0.1:9/"))
         assert.are.equal("http://m/pre/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz",
-            dl.rewrite_url(dl.registry_entry("vocab").url, "http://m/pre"))
+            dl._rewrite_url(dl.registry_entry("vocab").url, "http://m/pre"))
     end)
 
     -- Architecture hyperparameters of OpenAI's CLIP (Radford et al. 2021, tables 19 and 20:
