@@ -1,0 +1,183 @@
+-- The Lua surface of the plain ops: operators, methods, 1-based dims and indices, errors.
+-- Expected values are worked out by hand or by plain Lua loops over t:totable(); f32 results of
+-- exact small-integer or dyadic inputs are exact, so most checks use tolerance 0; the rest use
+-- 1e-6 (f32 rounding of a double reference).
+local clip = require "clipl"
+
+local function T(x, dt)
+    return clip.tensor(x, dt)
+end
+
+describe("elementwise operators", function()
+    local a = T({{1, 2, 3}, {4, 5, 6}})
+    local b = T({10, 20, 30})
+
+    it("broadcast a + b, a - b, a * b, a / b", function()
+        assert.tensor_close(a + b, {{11, 22, 33}, {14, 25, 36}}, 0)
+        assert.tensor_close(a - b, {{-9, -18, -27}, {-6, -15, -24}}, 0)
+        assert.tensor_close(a * b, {{10, 40, 90}, {40, 100, 180}}, 0)
+        assert.tensor_close(b / a, {{10, 10, 10}, {2.5, 4, 5}}, 0)
+        assert.tensor_close(a:t() + T({{1}, {2}, {3}}), {{2, 5}, {4, 7}, {6, 9}}, 0)
+    end)
+
+    it("numbers on either side", function()
+        assert.tensor_close(2 * a, {{2, 4, 6}, {8, 10, 12}}, 0)
+        assert.tensor_close(a * 2, 2 * a, 0)
+        assert.tensor_close(a / 4, {{0.25, 0.5, 0.75}, {1, 1.25, 1.5}}, 0)
+        assert.tensor_close(12 / a, {{12, 6, 4}, {3, 2.4, 2}}, 1e-6)
+        assert.tensor_close(1 - a, {{0, -1, -2}, {-3, -4, -5}}, 0)
+        assert.tensor_close(a - 1, {{0, 1, 2}, {3, 4, 5}}, 0)
+        assert.tensor_close(1 + a, a + 1, 0)
+        assert.tensor_close(a ^ 2, {{1, 4, 9}, {16, 25, 36}}, 1e-6)
+        assert.tensor_close(2 ^ a, {{2, 4, 8}, {16, 32, 64}}, 1e-6)
+        assert.tensor_close(-a, {{-1, -2, -3}, {-4, -5, -6}}, 0)
+    end)
+
+    it("add with alpha, in place forms", function()
+        assert.tensor_close(a:add(b, 2), {{21, 42, 63}, {24, 45, 66}}, 0)
+        local c = a:clone()
+        assert.are.equal(c, c:add_(b))
+        c:mul_(2):sub_(1):div_(T({1, 2, 4}))
+        assert.tensor_close(c, {{21, 21.5, 16.25}, {27, 24.5, 17.75}}, 0)
+        local v = a:clone()
+        v:narrow(2, 2, 2):add_(100)
+        assert.tensor_close(v, {{1, 102, 103}, {4, 105, 106}}, 0)
+    end)
+
+    it("dtypes follow promotion: ints stay ints, int division is true division", function()
+        local i = T({1, 2, 3}, "i32")
+        assert.are.equal("i32", (i + 1):dtype())
+        assert.are.equal("f32", (i + 0.5):dtype())
+        assert.are.equal("f32", (i / 2):dtype())
+        assert.tensor_close(i / 2, {0.5, 1, 1.5}, 0)
+        assert.are.equal("i64", (i + T({1, 1, 1}, "i64")):dtype())
+        assert.are.equal("bf16", (i * T({1, 1, 1}, "bf16")):dtype())
+        assert.are.equal("f32", clip.result_dtype("bf16", "f16"))
+    end)
+
+    it("comparisons give u8 masks", function()
+        local m = a:gt(3)
+        assert.are.equal("u8", m:dtype())
+        assert.tensor_close(m, {{0, 0, 0}, {1, 1, 1}}, 0)
+        assert.tensor_close(a:eq(T({1, 5, 0})), {{1, 0, 0}, {0, 1, 0}}, 0)
+        assert.tensor_close(a:le(2), {{1, 1, 0}, {0, 0, 0}}, 0)
+        assert.tensor_close(a:maximum(T({3, 3, 3})), {{3, 3, 3}, {4, 5, 6}}, 0)
+    end)
+
+    it("raises errors naming both shapes", function()
+        assert.has_error(function() return a + T({1, 2}) end,
+            "add: shapes 2x3 and 2 do not broadcast (dim 2: 3 vs 2)")
+        local ok, err = pcall(function() return a * "x" end)
+        assert.is_false(ok)
+        assert.matches("expected a tensor or a number", err)
+    end)
+end)
+
+describe("reductions", function()
+    local a = T({{1, 5, 3}, {4, 2, 6}})
+
+    it("sum and mean over all or one dim", function()
+        local s = a:sum()
+        assert.are.equal(0, s:dim())
+        assert.are.equal(21, s:item())
+        assert.tensor_close(a:sum(1), {5, 7, 9}, 0)
+        assert.tensor_close(a:sum(2, {keepdim = true}), {{9}, {12}}, 0)
+        assert.tensor_close(a:sum(-1), {9, 12}, 0)
+        assert.tensor_close(a:mean(2), {3, 4}, 0)
+        assert.are.equal(3.5, clip.mean(a):item())
+        assert.are.equal("i64", T({1, 2}, "i32"):sum():dtype())
+    end)
+
+    it("max/min return values and 1-based indices", function()
+        local v, i = a:max(2)
+        assert.tensor_close(v, {5, 6}, 0)
+        assert.tensor_close(i, {2, 3}, 0)
+        assert.are.equal("i64", i:dtype())
+        v, i = a:min(1, {keepdim = true})
+        assert.tensor_close(v, {{1, 2, 3}}, 0)
+        assert.tensor_close(i, {{1, 2, 1}}, 0)
+        assert.are.equal(6, a:max():item())
+        assert.tensor_close(a:argmax(2), {2, 3}, 0)
+        assert.are.equal(6, a:argmax():item()) -- flat, 1-based
+        assert.are.equal(1, a:argmin():item())
+    end)
+
+    it("norm with p = 1, 2, inf", function()
+        local x = T({{3, -4}, {0, 1}})
+        assert.tensor_close(x:norm(2, 2), {5, 1}, 1e-6)
+        assert.tensor_close(x:norm(1, 1), {3, 5}, 0)
+        assert.tensor_close(x:norm(math.huge, 2), {4, 1}, 0)
+        assert.is_true(math.abs(x:norm():item() - math.sqrt(26)) < 1e-6)
+    end)
+
+    it("topk sorted with 1-based indices", function()
+        local x = T({{1, 9, 3, 7}, {8, 2, 6, 4}})
+        local v, i = x:topk(2)
+        assert.tensor_close(v, {{9, 7}, {8, 6}}, 0)
+        assert.tensor_close(i, {{2, 4}, {1, 3}}, 0)
+        v, i = x:topk(1, 1, {largest = false})
+        assert.tensor_close(v, {{1, 2, 3, 4}}, 0)
+        assert.tensor_close(i, {{1, 2, 1, 2}}, 0)
+        assert.has_error(function() x:topk(5) end,
+            "topk: k = 5 out of range for dim 2 of size 4 (tensor 2x4)")
+    end)
+
+    it("raises on a bad dim", function()
+        assert.has_error(function() a:sum(3) end, "sum: dim 3 out of range for a 2-d tensor")
+        assert.has_error(function() a:sum(0) end)
+    end)
+end)
+
+describe("cat and stack", function()
+    local a, b = T({{1, 2}, {3, 4}}), T({{5, 6}})
+    it("joins along 1-based dims", function()
+        assert.tensor_close(clip.cat({a, b}), {{1, 2}, {3, 4}, {5, 6}}, 0)
+        assert.tensor_close(clip.cat({a, a}, 2), {{1, 2, 1, 2}, {3, 4, 3, 4}}, 0)
+        assert.tensor_close(clip.stack({a, a}, 1), {{{1, 2}, {3, 4}}, {{1, 2}, {3, 4}}}, 0)
+        assert.tensor_close(clip.stack({T({1, 2}), T({3, 4})}, 2), {{1, 3}, {2, 4}}, 0)
+        assert.tensor_close(clip.stack({T({1, 2}), T({3, 4})}, -1), {{1, 3}, {2, 4}}, 0)
+    end)
+    it("names the tensor that does not fit", function()
+        assert.has_error(function() clip.cat({a, b}, 2) end,
+            "cat: tensor 2 has shape 1x2, which does not match tensor 1's 2x2 outside dim 2")
+        assert.has_error(function() clip.cat({a, 3}) end, "cat: element 2 is not a tensor (number)")
+    end)
+end)
+
+describe("indexing", function()
+    local w = T({{1, 2, 3}, {4, 5, 6}, {7, 8, 9}, {10, 11, 12}})
+
+    it("index_select with 1-based indices (tensor or table)", function()
+        assert.tensor_close(w:index_select(1, T({4, 1}, "i64")), {{10, 11, 12}, {1, 2, 3}}, 0)
+        assert.tensor_close(w:index_select(2, {3, 3}), {{3, 3}, {6, 6}, {9, 9}, {12, 12}}, 0)
+        assert.tensor_close(w:index_select(1, T({2})), {{4, 5, 6}}, 0) -- float indices accepted
+    end)
+
+    it("gather and embedding", function()
+        assert.tensor_close(w:gather(2, T({{3}, {1}, {2}, {2}}, "i32")), {{3}, {4}, {8}, {11}}, 0)
+        local e = clip.embedding(T({{4, 1}, {2, 2}}, "i64"), w)
+        assert.are.same({2, 2, 3}, e:size())
+        assert.tensor_close(e, {{{10, 11, 12}, {1, 2, 3}}, {{4, 5, 6}, {4, 5, 6}}}, 0)
+    end)
+
+    it("out-of-range indices are errors naming the 1-based index and dim", function()
+        assert.has_error(function() w:index_select(1, {5}) end,
+            "index_select: index 5 out of range for dim 1 of size 4 (tensor 4x3)")
+        assert.has_error(function() clip.embedding(T({0}, "i64"), w) end,
+            "embedding: index 0 out of range for dim 1 of size 4 (tensor 4x3)")
+        assert.has_error(function() w:gather(2, T({{4}}, "i64")) end,
+            "gather: index 4 out of range for dim 2 of size 3 (tensor 4x3)")
+    end)
+
+    it("masked_fill and where", function()
+        local m = w:gt(6)
+        assert.tensor_close(w:masked_fill(m, 0), {{1, 2, 3}, {4, 5, 6}, {0, 0, 0}, {0, 0, 0}}, 0)
+        local r = T({1, 0, 1}, "u8")
+        local x = w:clone()
+        x:masked_fill_(r, -1)
+        assert.tensor_close(x, {{-1, 2, -1}, {-1, 5, -1}, {-1, 8, -1}, {-1, 11, -1}}, 0)
+        assert.tensor_close(clip.where(r, w, 0), {{1, 0, 3}, {4, 0, 6}, {7, 0, 9}, {10, 0, 12}}, 0)
+        assert.has_error(function() w:masked_fill(T({1, 0}, "u8"), 0) end,
+            "masked_fill: mask 2 does not broadcast to 4x3")
+    end)
+end)
