@@ -203,6 +203,9 @@ for _, name in ipairs(todo) do
     else
         failed = failed + 1
         io.stderr:write("clipl download: ", tostring(res), "\n")
+        if tostring(res):find("interrupted") or clip.lib.C.clipl_interrupted() ~= 0 then
+            os.exit(130) -- Ctrl-C stops the whole list, not just this file
+        end
     end
 end
 os.exit(failed == 0 and 0 or 1)
