@@ -37,10 +37,22 @@ static void lstop(lua_State *L, lua_Debug *ar)
     luaL_error(L, "interrupted!");
 }
 
-/* SIGINT while Lua runs: a second Ctrl-C before the hook fires gets the default action. */
+static volatile sig_atomic_t run_ints; /* Ctrl-C presses during the current call */
+
+/* SIGINT while Lua runs: sets a hook that raises "interrupted!" and asks C loops to stop. Code
+ * compiled by the JIT never runs hooks, so a second Ctrl-C explains that and a third one gets the
+ * default action (the process ends). */
 static void laction(int sig)
 {
-    signal(sig, SIG_DFL);
+    run_ints++;
+    if (run_ints == 2) {
+        static const char msg[] = "\nclipl: still running (JIT-compiled Lua code cannot be "
+                                  "interrupted); Ctrl-C again quits\n";
+        ssize_t rc = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)rc;
+        signal(sig, SIG_DFL);
+        return;
+    }
     clipl_interrupt(1);
     lua_sethook(global_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
@@ -88,6 +100,7 @@ static int docall(lua_State *L, int narg, int nres, int arm)
     struct sigaction old;
     if (arm) {
         clipl_interrupt(0);
+        run_ints = 0;
         sigaction(SIGINT, NULL, &old);
         set_sigint(laction);
     }

@@ -18,7 +18,7 @@ function M.incomplete(err)
 end
 
 --- Compiles a chunk typed in the REPL. An expression is tried first (`return <src>`) so its values
--- are printed. Returns fn, nil, show (show = results should be printed: an expression without a
+-- are printed. Returns fn, nil, show (show = the values it returns should be printed: no
 -- trailing `;`), or nil, message, false, incomplete.
 function M.compile(src, chunkname)
     chunkname = chunkname or "=stdin"
@@ -32,7 +32,7 @@ function M.compile(src, chunkname)
     local err
     fn, err = loadstring(body, chunkname)
     if fn then
-        return fn, nil, false
+        return fn, nil, not semi -- `return x` shows x; other statements return nothing
     end
     return nil, err, false, M.incomplete(err)
 end
@@ -137,12 +137,14 @@ end
 
 -- ---- completion ----------------------------------------------------------------------------------
 
+local show_dunder = false -- names like __index are offered only when the word starts with __
+
 local function add_keys(set, t)
     if type(t) ~= "table" then
         return
     end
     for k in pairs(t) do
-        if is_ident(k) then
+        if is_ident(k) and (show_dunder or k:sub(1, 2) ~= "__") then
             set[k] = true
         end
     end
@@ -189,6 +191,7 @@ function M.complete(word, env)
     env = env or _G
     local out = {}
     local path, sep, prefix = word:match("^(.-)([%.:])([%w_]*)$")
+    show_dunder = (prefix or word):sub(1, 2) == "__"
     if not path then
         if not word:match("^[%a_][%w_]*$") and word ~= "" then
             return out
@@ -293,7 +296,10 @@ function M.run(app)
                 break
             end
         elseif buf == nil and line:match("^%s*%?") then
-            if hist then app.history_add(line) end
+            if hist then
+                app.history_add(line)
+                app.history_save(hist)
+            end
             M.help((line:match("^%s*%?%s*(.-)%s*$")))
         else
             local src = buf and (buf .. "\n" .. line) or line
@@ -305,7 +311,10 @@ function M.run(app)
                     buf = src
                 else
                     buf = nil
-                    if hist then app.history_add(src) end
+                    if hist then
+                        app.history_add(src)
+                        app.history_save(hist) -- at once: a killed REPL keeps its history
+                    end
                     if not fn then
                         io.stderr:write(err, "\n")
                     else
