@@ -167,9 +167,9 @@ end
 local phase_names = {[0] = "connecting", "transfer", "verifying", "done", "failed"}
 
 --- Downloads url to dest (through dest .. ".part", resumed when present) and verifies sha256
--- (default: the hash in the URL; false skips the check). opts.progress(p) is called about every
--- opts.interval seconds (default 0.1) with p = {done, total (nil while unknown), phase, resumed,
--- url, dest}. Returns dest; raises with the library's message on failure (the .part is kept
+-- (default: the hash in the URL, none when it has none; false skips the check).
+-- opts.progress(p) is called about every opts.interval seconds (default 0.1) with
+-- p = {done, total (nil while unknown), phase, resumed, url, dest}. Returns dest; raises with the library's message on failure (the .part is kept
 -- except after a hash mismatch).
 function M.download_url(url, dest, sha256, opts)
     opts = opts or {}
