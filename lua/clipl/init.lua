@@ -24,6 +24,7 @@ local parts = {
     "clipl.help",
     "clipl.zeroshot",
     "clipl.index",
+    "clipl.download",
 }
 
 for k, v in pairs(tensor) do
@@ -44,7 +45,7 @@ local function merge(name)
     end
     if type(mod) == "table" then
         for k, v in pairs(mod) do
-            if clip[k] == nil then
+            if clip[k] == nil and not (type(k) == "string" and k:sub(1, 1) == "_") then
                 clip[k] = v
             end
         end
