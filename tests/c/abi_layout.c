@@ -23,6 +23,19 @@ int main(void)
     FIELD(clipl_tensor, refcount);
     FIELD(clipl_tensor, flags);
     FIELD(clipl_tensor, ag);
+    FIELD(clipl_matmul_opts, act);
+    FIELD(clipl_matmul_opts, alpha);
+    FIELD(clipl_matmul_opts, beta);
+    FIELD(clipl_matmul_opts, scale);
+    FIELD(clipl_matmul_opts, sum_scale);
+    FIELD(clipl_matmul_opts, accum);
+    FIELD(clipl_conv2d_opts, stride);
+    FIELD(clipl_conv2d_opts, padding);
+    FIELD(clipl_conv2d_opts, dilation);
+    FIELD(clipl_conv2d_opts, groups);
+    FIELD(clipl_conv2d_opts, act);
+    FIELD(clipl_conv2d_opts, alpha);
+    FIELD(clipl_conv2d_opts, beta);
     printf("}\n");
     return 0;
 }
