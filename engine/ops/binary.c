@@ -98,6 +98,15 @@ typedef struct {
     }                                                                                              \
     break
 
+/* All-bf16 rows: computed in f32, rounded once. */
+#define BF16_ROW(EXPR)                                                                             \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        float x = plain_bf16_to_f32(*(const uint16_t *)(pa + i * sa)),                             \
+              y = plain_bf16_to_f32(*(const uint16_t *)(pb + i * sb));                             \
+        *(uint16_t *)(po + i * so) = plain_f32_to_bf16(EXPR);                                      \
+    }                                                                                              \
+    break
+
 #define ANY_ROW(LOAD, STORE, T, EXPR)                                                              \
     for (int64_t i = 0; i < n; i++) {                                                              \
         T x = LOAD(pa + i * sa, k->da), y = LOAD(pb + i * sb, k->db);                              \
@@ -128,6 +137,19 @@ static void row(const kernel *k, char *po, int64_t so, const char *pa, int64_t s
         case CLIPL_BIN_POW: F32_ROW(powf(x, y));
         case CLIPL_BIN_MAX: F32_ROW(fmax_nan(x, y));
         case CLIPL_BIN_MIN: F32_ROW(fmin_nan(x, y));
+        }
+        return;
+    }
+    if (k->kind == 0 && k->dout == CLIPL_BF16 && k->da == CLIPL_BF16 && k->db == CLIPL_BF16) {
+        float alpha = k->alpha;
+        switch (k->op) {
+        case CLIPL_BIN_ADD: BF16_ROW(x + alpha * y);
+        case CLIPL_BIN_SUB: BF16_ROW(x - y);
+        case CLIPL_BIN_MUL: BF16_ROW(x * y);
+        case CLIPL_BIN_DIV: BF16_ROW(x / y);
+        case CLIPL_BIN_POW: BF16_ROW(powf(x, y));
+        case CLIPL_BIN_MAX: BF16_ROW(fmax_nan(x, y));
+        case CLIPL_BIN_MIN: BF16_ROW(fmin_nan(x, y));
         }
         return;
     }
@@ -244,6 +266,9 @@ static int try_dnnl(int op, const clipl_tensor *a, const clipl_tensor *b, clipl_
     static const int algs[] = {dnnl_binary_add, dnnl_binary_sub, dnnl_binary_mul,
                                dnnl_binary_div, -1,              dnnl_binary_max,
                                dnnl_binary_min};
+#ifdef CLIPL_PLAIN_NO_DNNL /* build knob to measure the C loops against oneDNN */
+    return 0;
+#endif
     if (op < 0 || op > CLIPL_BIN_MIN || algs[op] < 0 || (op == CLIPL_BIN_ADD && alpha != 1.0f &&
                                                           out->dt != CLIPL_F32))
         return 0;
@@ -251,12 +276,12 @@ static int try_dnnl(int op, const clipl_tensor *a, const clipl_tensor *b, clipl_
         return 0;
     if (op >= CLIPL_BIN_MAX) /* oneDNN's max/min do not propagate NaN like ours */
         return 0;
+    /* oneDNN 2.6 only has fast (jit) kernels for dense operands; strided ones fall to its
+     * reference code, which is far slower than our loops */
     if (out->ndim == 0 || a->ndim != out->ndim || !clipl__same_shape(a, out) ||
-        clipl_tensor_numel(out) < PLAIN_PAR_MIN || !clipl_tensor_is_contiguous(out))
+        clipl_tensor_numel(out) < PLAIN_PAR_MIN || !clipl_tensor_is_contiguous(out) ||
+        !clipl_tensor_is_contiguous(a) || !clipl_tensor_is_contiguous(b))
         return 0;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->strides[i] < 0)
-            return 0;
     pthread_once(&dnnl_once, dnnl_init);
     if (!dnnl_eng)
         return 0;
@@ -266,26 +291,15 @@ static int try_dnnl(int op, const clipl_tensor *a, const clipl_tensor *b, clipl_
     key.dt = out->dt;
     key.ndim = out->ndim;
     key.alpha = op == CLIPL_BIN_ADD ? alpha : 1.0f;
+    /* both operands are dense: describe them with plain row-major strides (b right-aligned, its
+     * broadcast dims of size 1), the layout oneDNN's jit kernels expect */
     int lead = out->ndim - b->ndim;
     for (int i = 0; i < out->ndim; i++) {
         key.dims[i] = out->shape[i];
-        key.sa[i] = a->shape[i] == 1 ? 0 : a->strides[i];
-        int j = i - lead;
-        key.bdims[i] = j < 0 ? 1 : b->shape[j];
-        key.sb[i] = (j < 0 || b->shape[j] == 1) ? 0 : b->strides[j];
-        if (key.sb[i] < 0)
-            return 0;
+        key.bdims[i] = i < lead ? 1 : b->shape[i - lead];
     }
-    /* size-1 dims: any stride addresses the same element; use the dense one so that an in-place
-     * src0 has exactly dst's descriptor */
-    int64_t dense[CLIPL_MAX_DIMS];
-    clipl__contiguous_strides(out->ndim, out->shape, dense);
-    for (int i = 0; i < out->ndim; i++) {
-        if (out->shape[i] == 1)
-            key.sa[i] = dense[i];
-        if (key.bdims[i] == 1)
-            key.sb[i] = 1;
-    }
+    clipl__contiguous_strides(out->ndim, key.dims, key.sa);
+    clipl__contiguous_strides(out->ndim, key.bdims, key.sb);
     pthread_mutex_lock(&prim_lock);
     int slot = -1, victim = -1;
     for (int i = 0; i < PRIM_CACHE && slot < 0; i++) {

@@ -27,12 +27,34 @@ int clipl__common_dtype(int a, int b);
 int clipl__broadcast2(const char *op, const clipl_tensor *a, const clipl_tensor *b, int *ndim,
                       int64_t *shape);
 
+/* Inline bf16 conversions (the same rounding as clipl__f32_to_bf16: nearest even, NaN kept
+ * quiet), so that element loops need no call per element. */
+static inline float plain_bf16_to_f32(uint16_t h)
+{
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = (uint32_t)h << 16};
+    return v.f;
+}
+
+static inline uint16_t plain_f32_to_bf16(float f)
+{
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((v.u >> 16) | 0x40);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+
 /* Fast typed element access: float and int64 views of any dtype. */
 static inline float plain_ldf(const char *p, int dt)
 {
     switch (dt) {
     case CLIPL_F32: return *(const float *)p;
-    case CLIPL_BF16: return clipl__bf16_to_f32(*(const uint16_t *)p);
+    case CLIPL_BF16: return plain_bf16_to_f32(*(const uint16_t *)p);
     case CLIPL_F16: return clipl__f16_to_f32(*(const uint16_t *)p);
     case CLIPL_I32: return (float)*(const int32_t *)p;
     case CLIPL_I64: return (float)*(const int64_t *)p;
@@ -55,7 +77,7 @@ static inline void plain_stf(char *p, int dt, float v)
 {
     switch (dt) {
     case CLIPL_F32: *(float *)p = v; break;
-    case CLIPL_BF16: *(uint16_t *)p = clipl__f32_to_bf16(v); break;
+    case CLIPL_BF16: *(uint16_t *)p = plain_f32_to_bf16(v); break;
     case CLIPL_F16: *(uint16_t *)p = clipl__f32_to_f16(v); break;
     default: clipl__store(p, dt, v); break;
     }
