@@ -1,0 +1,1105 @@
+/*
+ * forward.c - the CLIP encoders on prepared weights: residual attention blocks (QuickGELU MLP,
+ * causal mask for text), the ViT and ModifiedResNet image towers with their heads, the text tower
+ * run only up to each row's end token, and the logits. The residual stream is f32; linear layers
+ * and convolutions compute in the model's dtype (f32 or bf16).
+ */
+#include "nn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double LN_EPS = 1e-5, BN_EPS = 1e-5;
+
+#define REL(t)                                                                                     \
+    do {                                                                                           \
+        clipl_tensor_release(t);                                                                   \
+        (t) = NULL;                                                                                \
+    } while (0)
+
+/* ---- preparation -------------------------------------------------------------------------------
+ */
+
+static void linear_free(nn_linear *l)
+{
+    clipl_linear_weights_free(l->w);
+    l->w = NULL;
+}
+
+static void conv_free(nn_conv *c)
+{
+    REL(c->w);
+    REL(c->b);
+}
+
+void clipl__nn_unprepare(clipl_model *m)
+{
+    int nv = m->cfg.vision_kind == CLIPL_VISION_VIT ? m->cfg.vision_layers[0] : 0;
+    if (m->vblocks)
+        for (int i = 0; i < nv; i++) {
+            nn_block *b = &m->vblocks[i];
+            linear_free(&b->in_proj), linear_free(&b->out_proj);
+            linear_free(&b->c_fc), linear_free(&b->c_proj);
+        }
+    if (m->tblocks)
+        for (int i = 0; i < m->cfg.transformer_layers; i++) {
+            nn_block *b = &m->tblocks[i];
+            linear_free(&b->in_proj), linear_free(&b->out_proj);
+            linear_free(&b->c_fc), linear_free(&b->c_proj);
+        }
+    if (m->rblocks)
+        for (int i = 0; i < m->nrblocks; i++) {
+            nn_bottleneck *b = &m->rblocks[i];
+            conv_free(&b->c1), conv_free(&b->c2), conv_free(&b->c3), conv_free(&b->ds);
+        }
+    free(m->vblocks), free(m->tblocks), free(m->rblocks);
+    m->vblocks = m->tblocks = NULL;
+    m->rblocks = NULL;
+    for (int i = 0; i < 3; i++)
+        conv_free(&m->stem[i]);
+    linear_free(&m->patch), linear_free(&m->vis_proj), linear_free(&m->txt_proj);
+    linear_free(&m->ap_q), linear_free(&m->ap_k), linear_free(&m->ap_v), linear_free(&m->ap_c);
+    m->prepared = 0;
+}
+
+static int idx(const clipl_model *m, const char *fmt, const char *a, const char *b)
+{
+    char name[128];
+    snprintf(name, sizeof name, fmt, a, b);
+    int i = clipl__nn_find(m, name);
+    if (i < 0)
+        clipl__err(CLIPL_EINDEX, "missing parameter '%s'", name);
+    return i;
+}
+
+/* Prepares a linear from weight (name_w, or transposed) and bias (name_b or NULL). */
+static int prep_linear(const clipl_model *m, nn_linear *l, const char *name_w, const char *name_b,
+                       int transpose, int64_t m_hint)
+{
+    int iw = clipl__nn_find(m, name_w), ib = name_b ? clipl__nn_find(m, name_b) : -1;
+    if (iw < 0 || (name_b && ib < 0))
+        return clipl__err(CLIPL_EINDEX, "missing parameter '%s'", iw < 0 ? name_w : name_b);
+    clipl_tensor *w = nn_p(m, iw), *wt = NULL, *w2 = NULL;
+    int rc = CLIPL_OK;
+    if (transpose) {
+        rc = clipl_tensor_transpose(w, &wt, 0, 1);
+        if (!rc)
+            rc = clipl_tensor_contiguous(wt, &w2);
+        w = w2;
+    } else if (w->ndim != 2) {
+        /* a convolution used as a linear: [O, C, K, K] -> [O, C*K*K] */
+        int64_t shape[2] = {w->shape[0], -1};
+        rc = clipl_tensor_reshape(w, &w2, 2, shape);
+        w = w2;
+    }
+    if (!rc) {
+        l->w = clipl_linear_prepare(w, ib >= 0 ? nn_p(m, ib) : NULL, m->dtype, m_hint);
+        if (!l->w)
+            rc = clipl_errcode() ? clipl_errcode() : CLIPL_ENOMEM;
+    }
+    clipl_tensor_release(wt);
+    clipl_tensor_release(w2);
+    if (rc)
+        clipl__err_prefix("preparing '%s'", name_w);
+    return rc;
+}
+
+static int prep_block(const clipl_model *m, nn_block *b, const char *prefix, int64_t m_hint)
+{
+    char w[128], bb[128];
+    if ((b->ln1_w = idx(m, "%s.%s", prefix, "ln_1.weight")) < 0 ||
+        (b->ln1_b = idx(m, "%s.%s", prefix, "ln_1.bias")) < 0 ||
+        (b->ln2_w = idx(m, "%s.%s", prefix, "ln_2.weight")) < 0 ||
+        (b->ln2_b = idx(m, "%s.%s", prefix, "ln_2.bias")) < 0)
+        return clipl_errcode();
+    static const char *const lin[4][2] = {{"attn.in_proj_weight", "attn.in_proj_bias"},
+                                          {"attn.out_proj.weight", "attn.out_proj.bias"},
+                                          {"mlp.c_fc.weight", "mlp.c_fc.bias"},
+                                          {"mlp.c_proj.weight", "mlp.c_proj.bias"}};
+    nn_linear *dst[4] = {&b->in_proj, &b->out_proj, &b->c_fc, &b->c_proj};
+    for (int i = 0; i < 4; i++) {
+        snprintf(w, sizeof w, "%s.%s", prefix, lin[i][0]);
+        snprintf(bb, sizeof bb, "%s.%s", prefix, lin[i][1]);
+        int rc = prep_linear(m, dst[i], w, bb, 0, m_hint);
+        if (rc)
+            return rc;
+    }
+    return CLIPL_OK;
+}
+
+/* Folds conv (prefix.weight) with BatchNorm bn into c, in the compute dtype. */
+static int prep_conv(const clipl_model *m, nn_conv *c, const char *conv_w, const char *bn,
+                     int64_t stride, int64_t pad)
+{
+    int iw = clipl__nn_find(m, conv_w);
+    int ig = idx(m, "%s.%s", bn, "weight"), ib = idx(m, "%s.%s", bn, "bias");
+    int im = idx(m, "%s.%s", bn, "running_mean"), iv = idx(m, "%s.%s", bn, "running_var");
+    if (iw < 0)
+        return clipl__err(CLIPL_EINDEX, "missing parameter '%s'", conv_w);
+    if (ig < 0 || ib < 0 || im < 0 || iv < 0)
+        return clipl_errcode();
+    clipl_tensor *w = NULL, *b = NULL;
+    int rc = clipl_fold_batch_norm(nn_p(m, iw), NULL, nn_p(m, im), nn_p(m, iv), nn_p(m, ig),
+                                   nn_p(m, ib), BN_EPS, &w, &b);
+    if (!rc && m->dtype != CLIPL_F32) {
+        clipl_tensor *w2 = NULL;
+        rc = clipl_tensor_to(w, &w2, m->dtype);
+        clipl_tensor_release(w);
+        w = w2;
+    }
+    if (rc) {
+        clipl_tensor_release(w);
+        clipl_tensor_release(b);
+        return clipl__err_prefix("folding '%s' with '%s'", conv_w, bn);
+    }
+    c->w = w;
+    c->b = b;
+    c->stride = stride;
+    c->pad = pad;
+    return CLIPL_OK;
+}
+
+int clipl__nn_prepare(clipl_model *m)
+{
+    clipl__nn_unprepare(m);
+    const clipl_model_config *c = &m->cfg;
+    int rc = CLIPL_OK;
+    int64_t hint = m->batch_hint;
+    if ((m->tok_emb = idx(m, "%s%s", "token_embedding.weight", "")) < 0 ||
+        (m->txt_pos = idx(m, "%s%s", "positional_embedding", "")) < 0 ||
+        (m->ln_final_w = idx(m, "%s%s", "ln_final.weight", "")) < 0 ||
+        (m->ln_final_b = idx(m, "%s%s", "ln_final.bias", "")) < 0 ||
+        (m->logit_scale = idx(m, "%s%s", "logit_scale", "")) < 0)
+        return clipl_errcode();
+    m->tblocks = calloc((size_t)c->transformer_layers, sizeof *m->tblocks);
+    if (!m->tblocks)
+        return clipl__err(CLIPL_ENOMEM, "model: out of memory");
+    for (int i = 0; i < c->transformer_layers && !rc; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "transformer.resblocks.%d", i);
+        rc = prep_block(m, &m->tblocks[i], p, hint * 20);
+    }
+    if (!rc)
+        rc = prep_linear(m, &m->txt_proj, "text_projection", NULL, 1, hint);
+    if (!rc && c->vision_kind == CLIPL_VISION_VIT) {
+        int64_t g = c->image_resolution / c->vision_patch_size, t = g * g + 1;
+        if ((m->class_emb = idx(m, "%s%s", "visual.class_embedding", "")) < 0 ||
+            (m->vis_pos = idx(m, "%s%s", "visual.positional_embedding", "")) < 0 ||
+            (m->ln_pre_w = idx(m, "%s%s", "visual.ln_pre.weight", "")) < 0 ||
+            (m->ln_pre_b = idx(m, "%s%s", "visual.ln_pre.bias", "")) < 0 ||
+            (m->ln_post_w = idx(m, "%s%s", "visual.ln_post.weight", "")) < 0 ||
+            (m->ln_post_b = idx(m, "%s%s", "visual.ln_post.bias", "")) < 0)
+            return clipl_errcode();
+        rc = prep_linear(m, &m->patch, "visual.conv1.weight", NULL, 0, hint * g * g);
+        if (!rc)
+            rc = prep_linear(m, &m->vis_proj, "visual.proj", NULL, 1, hint);
+        m->vblocks = calloc((size_t)c->vision_layers[0], sizeof *m->vblocks);
+        if (!m->vblocks)
+            return clipl__err(CLIPL_ENOMEM, "model: out of memory");
+        for (int i = 0; i < c->vision_layers[0] && !rc; i++) {
+            char p[64];
+            snprintf(p, sizeof p, "visual.transformer.resblocks.%d", i);
+            rc = prep_block(m, &m->vblocks[i], p, hint * t);
+        }
+    } else if (!rc) {
+        rc = prep_conv(m, &m->stem[0], "visual.conv1.weight", "visual.bn1", 2, 1);
+        if (!rc)
+            rc = prep_conv(m, &m->stem[1], "visual.conv2.weight", "visual.bn2", 1, 1);
+        if (!rc)
+            rc = prep_conv(m, &m->stem[2], "visual.conv3.weight", "visual.bn3", 1, 1);
+        int n = 0;
+        for (int l = 0; l < 4; l++)
+            n += c->vision_layers[l];
+        m->rblocks = calloc((size_t)n, sizeof *m->rblocks);
+        if (!m->rblocks)
+            return clipl__err(CLIPL_ENOMEM, "model: out of memory");
+        m->nrblocks = n;
+        int k = 0;
+        int64_t inplanes = c->vision_width;
+        for (int l = 0; l < 4 && !rc; l++) {
+            int64_t planes = (int64_t)c->vision_width << l;
+            for (int b = 0; b < c->vision_layers[l] && !rc; b++, k++) {
+                nn_bottleneck *nb = &m->rblocks[k];
+                char p[64], cw[96], bn[96];
+                snprintf(p, sizeof p, "visual.layer%d.%d", l + 1, b);
+                nb->stride = (b == 0 && l > 0) ? 2 : 1;
+                snprintf(cw, sizeof cw, "%s.conv1.weight", p), snprintf(bn, sizeof bn, "%s.bn1", p);
+                rc = prep_conv(m, &nb->c1, cw, bn, 1, 0);
+                snprintf(cw, sizeof cw, "%s.conv2.weight", p), snprintf(bn, sizeof bn, "%s.bn2", p);
+                if (!rc)
+                    rc = prep_conv(m, &nb->c2, cw, bn, 1, 1);
+                snprintf(cw, sizeof cw, "%s.conv3.weight", p), snprintf(bn, sizeof bn, "%s.bn3", p);
+                if (!rc)
+                    rc = prep_conv(m, &nb->c3, cw, bn, 1, 0);
+                nb->has_ds = nb->stride > 1 || inplanes != planes * 4;
+                snprintf(cw, sizeof cw, "%s.downsample.0.weight", p);
+                snprintf(bn, sizeof bn, "%s.downsample.1", p);
+                if (!rc && nb->has_ds)
+                    rc = prep_conv(m, &nb->ds, cw, bn, 1, 0);
+                inplanes = planes * 4;
+            }
+        }
+        if (!rc && (m->ap_pos = idx(m, "%s%s", "visual.attnpool.positional_embedding", "")) < 0)
+            rc = clipl_errcode();
+        int64_t s = (int64_t)(c->image_resolution / 32) * (c->image_resolution / 32) + 1;
+        if (!rc)
+            rc = prep_linear(m, &m->ap_q, "visual.attnpool.q_proj.weight",
+                             "visual.attnpool.q_proj.bias", 0, hint);
+        if (!rc)
+            rc = prep_linear(m, &m->ap_k, "visual.attnpool.k_proj.weight",
+                             "visual.attnpool.k_proj.bias", 0, hint * s);
+        if (!rc)
+            rc = prep_linear(m, &m->ap_v, "visual.attnpool.v_proj.weight",
+                             "visual.attnpool.v_proj.bias", 0, hint * s);
+        if (!rc)
+            rc = prep_linear(m, &m->ap_c, "visual.attnpool.c_proj.weight",
+                             "visual.attnpool.c_proj.bias", 0, hint);
+    }
+    if (rc)
+        clipl__nn_unprepare(m);
+    else
+        m->prepared = 1;
+    return rc;
+}
+
+/* ---- building blocks ----------------------------------------------------------------------------
+ */
+
+static int check_model(const clipl_model *m, const char *op)
+{
+    if (!m)
+        return clipl__err(CLIPL_EINVAL, "%s: NULL model", op);
+    if (!m->prepared)
+        return clipl__err(CLIPL_EINVAL,
+                          "%s: the model's weights are not prepared (call "
+                          "clipl_model_prepare after changing parameters)",
+                          op);
+    return CLIPL_OK;
+}
+
+static int lin(const nn_linear *l, const clipl_tensor *x, clipl_tensor **dst, int act,
+               clipl_tensor *accum)
+{
+    clipl_matmul_opts o;
+    memset(&o, 0, sizeof o);
+    o.act = act;
+    o.accum = accum;
+    return clipl_linear_apply(l->w, x, dst, &o);
+}
+
+/* The additive causal mask [T, T]: -inf above the diagonal. */
+static clipl_tensor *causal_mask(int64_t t)
+{
+    int64_t shape[2] = {t, t};
+    clipl_tensor *mask = clipl_tensor_empty(CLIPL_F32, 2, shape);
+    if (!mask)
+        return NULL;
+    float *p = mask->ptr;
+    for (int64_t i = 0; i < t; i++)
+        for (int64_t j = 0; j < t; j++)
+            p[i * t + j] = j > i ? -INFINITY : 0.0f;
+    return mask;
+}
+
+/* Splits [N, T, 3W] (or [N, T, W] when parts = 1) into heads: part p -> [N, H, T, Dh] view. */
+static int heads_view(const clipl_tensor *x, int parts, int p, int heads, clipl_tensor **dst)
+{
+    int64_t n = x->shape[0], t = x->shape[1], w = x->shape[2] / parts;
+    int64_t shape[5] = {n, t, parts, heads, w / heads};
+    clipl_tensor *v5 = NULL, *v4 = NULL;
+    int rc = clipl_tensor_view(x, &v5, 5, shape);
+    if (!rc)
+        rc = clipl_tensor_select(v5, &v4, 2, p);
+    if (!rc)
+        rc = clipl_tensor_permute(v4, dst, 4, (const int[]){0, 2, 1, 3});
+    clipl_tensor_release(v5);
+    clipl_tensor_release(v4);
+    return rc;
+}
+
+/* [N, H, T, Dh] -> contiguous [N, T, H*Dh]. */
+static int merge_heads(const clipl_tensor *a, clipl_tensor **dst)
+{
+    clipl_tensor *p = NULL, *c = NULL;
+    int rc = clipl_tensor_permute(a, &p, 4, (const int[]){0, 2, 1, 3});
+    if (!rc)
+        rc = clipl_tensor_contiguous(p, &c);
+    if (!rc) {
+        int64_t shape[3] = {a->shape[0], a->shape[2], a->shape[1] * a->shape[3]};
+        rc = clipl_tensor_view(c, dst, 3, shape);
+    }
+    clipl_tensor_release(p);
+    clipl_tensor_release(c);
+    return rc;
+}
+
+/* One residual attention block, in place on x [N, T, W] (f32, owned, contiguous). */
+static int block_run(const clipl_model *m, const nn_block *b, int heads, clipl_tensor *x,
+                     const clipl_tensor *mask)
+{
+    clipl_tensor *h = NULL, *qkv = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *am = NULL,
+                 *r = NULL;
+    int rc = clipl_layer_norm(x, 1, nn_p(m, b->ln1_w), nn_p(m, b->ln1_b), &h, LN_EPS, NULL, NULL);
+    if (!rc)
+        rc = lin(&b->in_proj, h, &qkv, CLIPL_ACT_NONE, NULL);
+    REL(h);
+    if (!rc)
+        rc = heads_view(qkv, 3, 0, heads, &q);
+    if (!rc)
+        rc = heads_view(qkv, 3, 1, heads, &k);
+    if (!rc)
+        rc = heads_view(qkv, 3, 2, heads, &v);
+    if (!rc)
+        rc = clipl_attention(q, k, v, mask, &a, 0, NULL);
+    REL(q);
+    REL(k);
+    REL(v);
+    REL(qkv);
+    if (!rc)
+        rc = merge_heads(a, &am);
+    REL(a);
+    if (!rc)
+        rc = lin(&b->out_proj, am, &r, CLIPL_ACT_NONE, x);
+    REL(am);
+    REL(r);
+    if (!rc)
+        rc = clipl_layer_norm(x, 1, nn_p(m, b->ln2_w), nn_p(m, b->ln2_b), &h, LN_EPS, NULL, NULL);
+    if (!rc)
+        rc = lin(&b->c_fc, h, &a, m->cfg.act, NULL);
+    REL(h);
+    if (!rc)
+        rc = lin(&b->c_proj, a, &r, CLIPL_ACT_NONE, x);
+    REL(a);
+    REL(r);
+    return rc;
+}
+
+/* A contiguous f32 copy of src (always a new buffer, so it may be written). */
+static int owned_f32(const clipl_tensor *src, clipl_tensor **dst)
+{
+    if (src->dt == CLIPL_F32)
+        return clipl_tensor_clone(src, dst);
+    return clipl_tensor_to(src, dst, CLIPL_F32);
+}
+
+/* A contiguous f32 view or copy of src (not to be written). */
+static int read_f32(const clipl_tensor *src, clipl_tensor **dst)
+{
+    if (src->dt == CLIPL_F32)
+        return clipl_tensor_contiguous(src, dst);
+    return clipl_tensor_to(src, dst, CLIPL_F32);
+}
+
+static int check_float(const clipl_tensor *t, const char *op, const char *what)
+{
+    if (!t)
+        return clipl__err(CLIPL_EINVAL, "%s: %s is NULL", op, what);
+    if (t->dt != CLIPL_F32 && t->dt != CLIPL_BF16 && t->dt != CLIPL_F16)
+        return clipl__err(CLIPL_EINVAL, "%s: %s must be a float tensor, got %s", op, what,
+                          clipl_dtype_name(t->dt));
+    return CLIPL_OK;
+}
+
+/* ---- vision -------------------------------------------------------------------------------------
+ */
+
+static int check_images(const clipl_model *m, const clipl_tensor *images, const char *op)
+{
+    int rc = check_float(images, op, "images");
+    if (rc)
+        return rc;
+    int64_t r = m->cfg.image_resolution;
+    if (images->ndim != 4 || images->shape[1] != 3 || images->shape[2] != r ||
+        images->shape[3] != r || images->shape[0] < 1) {
+        char b[64];
+        return clipl__err(CLIPL_ESHAPE, "%s: images must be [N, 3, %lld, %lld], got [%s]", op,
+                          (long long)r, (long long)r, clipl__tshape(b, sizeof b, images));
+    }
+    return CLIPL_OK;
+}
+
+static int vit_stem(const clipl_model *m, const clipl_tensor *images, clipl_tensor **dst)
+{
+    const clipl_model_config *c = &m->cfg;
+    int64_t n = images->shape[0], p = c->vision_patch_size, r = c->image_resolution, g = r / p;
+    int64_t w = c->vision_width, t = g * g + 1, pp = 3 * p * p;
+    clipl_tensor *img = NULL, *patches = NULL, *emb = NULL, *x = NULL;
+    int rc = read_f32(images, &img);
+    if (rc)
+        goto done;
+    /* conv1 with stride = kernel is a linear layer over the flattened patches */
+    patches = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, g * g, pp});
+    if (!patches) {
+        rc = clipl_errcode();
+        goto done;
+    }
+    const float *src = img->ptr;
+    float *pa = patches->ptr;
+#pragma omp parallel for collapse(2) if (n * g * g > 64)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t gy = 0; gy < g; gy++)
+            for (int64_t gx = 0; gx < g; gx++) {
+                float *o = pa + ((i * g + gy) * g + gx) * pp;
+                for (int64_t ch = 0; ch < 3; ch++)
+                    for (int64_t py = 0; py < p; py++)
+                        memcpy(o + (ch * p + py) * p,
+                               src + ((i * 3 + ch) * r + gy * p + py) * r + gx * p,
+                               sizeof(float) * (size_t)p);
+            }
+    rc = lin(&m->patch, patches, &emb, CLIPL_ACT_NONE, NULL);
+    if (rc)
+        goto done;
+    x = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, t, w});
+    if (!x) {
+        rc = clipl_errcode();
+        goto done;
+    }
+    const float *cls = nn_p(m, m->class_emb)->ptr, *pos = nn_p(m, m->vis_pos)->ptr;
+    const float *e = emb->ptr;
+    float *xo = x->ptr;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < t; j++) {
+            const float *s = j == 0 ? cls : e + (i * (t - 1) + j - 1) * w;
+            float *o = xo + (i * t + j) * w;
+            for (int64_t d = 0; d < w; d++)
+                o[d] = s[d] + pos[j * w + d];
+        }
+    rc =
+        clipl_layer_norm(x, 1, nn_p(m, m->ln_pre_w), nn_p(m, m->ln_pre_b), dst, LN_EPS, NULL, NULL);
+done:
+    clipl_tensor_release(img);
+    clipl_tensor_release(patches);
+    clipl_tensor_release(emb);
+    clipl_tensor_release(x);
+    return rc;
+}
+
+static int conv_run(const nn_conv *cv, const clipl_tensor *x, clipl_tensor **dst, int relu)
+{
+    clipl_conv2d_opts o;
+    memset(&o, 0, sizeof o);
+    o.stride[0] = o.stride[1] = cv->stride;
+    o.padding[0] = o.padding[1] = cv->pad;
+    o.act = relu ? CLIPL_ACT_RELU : CLIPL_ACT_NONE;
+    return clipl_conv2d(x, cv->w, cv->b, dst, &o);
+}
+
+static int avgpool(const clipl_tensor *x, int64_t k, clipl_tensor **dst)
+{
+    return clipl_pool2d(x, dst, CLIPL_POOL_AVG, k, k, k, k, 0, 0, 0);
+}
+
+static int resnet_stem(const clipl_model *m, const clipl_tensor *images, clipl_tensor **dst)
+{
+    clipl_tensor *x = NULL, *a = NULL, *b = NULL;
+    int rc = images->dt == m->dtype ? clipl_tensor_contiguous(images, &x)
+                                    : clipl_tensor_to(images, &x, m->dtype);
+    if (!rc)
+        rc = conv_run(&m->stem[0], x, &a, 1);
+    if (!rc)
+        rc = conv_run(&m->stem[1], a, &b, 1);
+    REL(a);
+    if (!rc)
+        rc = conv_run(&m->stem[2], b, &a, 1);
+    if (!rc)
+        rc = avgpool(a, 2, dst);
+    clipl_tensor_release(x);
+    clipl_tensor_release(a);
+    clipl_tensor_release(b);
+    return rc;
+}
+
+/* x in the compute dtype. */
+static int bottleneck(const nn_bottleneck *nb, const clipl_tensor *x, clipl_tensor **dst)
+{
+    clipl_tensor *a = NULL, *b = NULL, *id = NULL, *idp = NULL;
+    int rc = conv_run(&nb->c1, x, &a, 1);
+    if (!rc)
+        rc = conv_run(&nb->c2, a, &b, 1);
+    REL(a);
+    if (!rc && nb->stride > 1) {
+        rc = avgpool(b, nb->stride, &a);
+        REL(b);
+        b = a;
+        a = NULL;
+    }
+    if (!rc)
+        rc = conv_run(&nb->c3, b, &a, 0);
+    REL(b);
+    if (!rc && nb->has_ds) {
+        const clipl_tensor *src = x;
+        if (nb->stride > 1) {
+            rc = avgpool(x, nb->stride, &idp);
+            src = idp;
+        }
+        if (!rc)
+            rc = conv_run(&nb->ds, src, &id, 0);
+    }
+    if (!rc)
+        rc = clipl_add_(a, nb->has_ds ? id : x, 1.0);
+    if (!rc)
+        rc = clipl_eltwise_(a, CLIPL_ACT_RELU, 0, 0);
+    clipl_tensor_release(id);
+    clipl_tensor_release(idp);
+    if (rc)
+        clipl_tensor_release(a);
+    else
+        *dst = a;
+    return rc;
+}
+
+static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor **dst)
+{
+    const clipl_model_config *c = &m->cfg;
+    clipl_tensor *x = NULL, *tok = NULL, *q0 = NULL, *q = NULL, *k = NULL, *v = NULL, *qh = NULL,
+                 *kh = NULL, *vh = NULL, *a = NULL, *am = NULL;
+    int64_t n = src->shape[0], ch = src->shape[1], hw = src->shape[2] * src->shape[3], s = hw + 1;
+    int heads = c->vision_heads;
+    int rc = read_f32(src, &x);
+    if (rc)
+        goto done;
+    tok = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, s, ch});
+    q0 = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, 1, ch});
+    if (!tok || !q0) {
+        rc = clipl_errcode();
+        goto done;
+    }
+    const float *xi = x->ptr, *pos = nn_p(m, m->ap_pos)->ptr;
+    float *to = tok->ptr, *qo = q0->ptr;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t cc = 0; cc < ch; cc++) {
+            const float *row = xi + (i * ch + cc) * hw;
+            double sum = 0;
+            for (int64_t j = 0; j < hw; j++) {
+                sum += row[j];
+                to[(i * s + 1 + j) * ch + cc] = row[j] + pos[(1 + j) * ch + cc];
+            }
+            float mean = (float)(sum / (double)hw);
+            to[(i * s) * ch + cc] = mean + pos[cc];
+            qo[i * ch + cc] = mean + pos[cc];
+        }
+    rc = lin(&m->ap_q, q0, &q, CLIPL_ACT_NONE, NULL);
+    if (!rc)
+        rc = lin(&m->ap_k, tok, &k, CLIPL_ACT_NONE, NULL);
+    if (!rc)
+        rc = lin(&m->ap_v, tok, &v, CLIPL_ACT_NONE, NULL);
+    if (!rc)
+        rc = heads_view(q, 1, 0, heads, &qh);
+    if (!rc)
+        rc = heads_view(k, 1, 0, heads, &kh);
+    if (!rc)
+        rc = heads_view(v, 1, 0, heads, &vh);
+    if (!rc)
+        rc = clipl_attention(qh, kh, vh, NULL, &a, 0, NULL);
+    if (!rc)
+        rc = merge_heads(a, &am);
+    clipl_tensor *o = NULL;
+    if (!rc)
+        rc = lin(&m->ap_c, am, &o, CLIPL_ACT_NONE, NULL);
+    if (!rc) {
+        rc = clipl_tensor_view(o, dst, 2, (const int64_t[]){n, c->embed_dim});
+        clipl_tensor_release(o);
+    }
+done:
+    clipl_tensor_release(x), clipl_tensor_release(tok), clipl_tensor_release(q0);
+    clipl_tensor_release(q), clipl_tensor_release(k), clipl_tensor_release(v);
+    clipl_tensor_release(qh), clipl_tensor_release(kh), clipl_tensor_release(vh);
+    clipl_tensor_release(a), clipl_tensor_release(am);
+    return rc;
+}
+
+static int vit_head(const clipl_model *m, const clipl_tensor *x, clipl_tensor **dst)
+{
+    clipl_tensor *t0 = NULL, *h = NULL, *c0 = NULL;
+    int rc = clipl_tensor_select(x, &t0, 1, 0);
+    if (!rc)
+        rc = read_f32(t0, &c0);
+    if (!rc)
+        rc = clipl_layer_norm(c0, 1, nn_p(m, m->ln_post_w), nn_p(m, m->ln_post_b), &h, LN_EPS, NULL,
+                              NULL);
+    if (!rc)
+        rc = lin(&m->vis_proj, h, dst, CLIPL_ACT_NONE, NULL);
+    clipl_tensor_release(t0);
+    clipl_tensor_release(c0);
+    clipl_tensor_release(h);
+    return rc;
+}
+
+static int encode_image(const clipl_model *m, const clipl_tensor *images, int nf, const int *blocks,
+                        clipl_tensor **features, clipl_tensor **dst, const char *op)
+{
+    int rc = check_model(m, op);
+    if (!rc)
+        rc = check_images(m, images, op);
+    if (rc)
+        return rc;
+    int nb = clipl_model_block_count(m, CLIPL_TOWER_VISUAL);
+    for (int i = 0; i < nf; i++) {
+        if (blocks[i] < 0 || blocks[i] >= nb)
+            return clipl__err(CLIPL_EINDEX, "%s: feature block %d is out of range (0..%d)", op,
+                              blocks[i], nb - 1);
+        features[i] = NULL;
+    }
+    clipl_tensor *x = NULL, *y = NULL;
+    rc = m->cfg.vision_kind == CLIPL_VISION_VIT ? vit_stem(m, images, &x)
+                                                : resnet_stem(m, images, &x);
+    for (int i = 0; i < nb && !rc; i++) {
+        if (clipl__should_stop()) {
+            rc = clipl__err(CLIPL_EINTERRUPTED, "%s: interrupted", op);
+            break;
+        }
+        if (m->cfg.vision_kind == CLIPL_VISION_VIT) {
+            rc = block_run(m, &m->vblocks[i], m->cfg.vision_heads, x, NULL);
+        } else {
+            rc = bottleneck(&m->rblocks[i], x, &y);
+            clipl_tensor_release(x);
+            x = y;
+            y = NULL;
+        }
+        for (int f = 0; f < nf && !rc; f++)
+            if (blocks[f] == i && !features[f])
+                rc = m->cfg.vision_kind == CLIPL_VISION_VIT ? clipl_tensor_clone(x, &features[f])
+                                                            : owned_f32(x, &features[f]);
+    }
+    if (!rc)
+        rc = m->cfg.vision_kind == CLIPL_VISION_VIT ? vit_head(m, x, dst) : attnpool(m, x, dst);
+    clipl_tensor_release(x);
+    if (rc)
+        for (int f = 0; f < nf; f++)
+            REL(features[f]);
+    return rc;
+}
+
+int clipl_model_encode_image(const clipl_model *m, const clipl_tensor *images, clipl_tensor **dst)
+{
+    if (!dst)
+        return clipl__err(CLIPL_EINVAL, "model_encode_image: NULL dst");
+    return encode_image(m, images, 0, NULL, NULL, dst, "model_encode_image");
+}
+
+int clipl_model_encode_image_features(const clipl_model *m, const clipl_tensor *images,
+                                      int n_blocks, const int *blocks, clipl_tensor **features,
+                                      clipl_tensor **dst)
+{
+    if (!dst || n_blocks < 0 || (n_blocks > 0 && (!blocks || !features)))
+        return clipl__err(CLIPL_EINVAL, "model_encode_image_features: bad arguments");
+    return encode_image(m, images, n_blocks, blocks, features, dst, "model_encode_image_features");
+}
+
+/* ---- text ---------------------------------------------------------------------------------------
+ */
+
+static int check_tokens(const clipl_model *m, const clipl_tensor *tokens, const char *op)
+{
+    if (!tokens)
+        return clipl__err(CLIPL_EINVAL, "%s: tokens is NULL", op);
+    if (tokens->dt != CLIPL_I32 && tokens->dt != CLIPL_I64)
+        return clipl__err(CLIPL_EINVAL, "%s: tokens must be i32 or i64, got %s", op,
+                          clipl_dtype_name(tokens->dt));
+    if (tokens->ndim != 2 || tokens->shape[0] < 1 || tokens->shape[1] < 1 ||
+        tokens->shape[1] > m->cfg.context_length) {
+        char b[64];
+        return clipl__err(CLIPL_ESHAPE, "%s: tokens must be [N, T] with 1 <= T <= %d, got [%s]", op,
+                          m->cfg.context_length, clipl__tshape(b, sizeof b, tokens));
+    }
+    return CLIPL_OK;
+}
+
+static int64_t tok_at(const clipl_tensor *t, int64_t i, int64_t j)
+{
+    const char *p = (const char *)t->ptr +
+                    (i * t->strides[0] + j * t->strides[1]) * (int64_t)clipl_dtype_size(t->dt);
+    return t->dt == CLIPL_I32 ? *(const int32_t *)p : *(const int64_t *)p;
+}
+
+/* Position of the first maximum of row i among its first t entries. */
+static int64_t argmax_row(const clipl_tensor *tokens, int64_t i)
+{
+    int64_t best = 0, bv = tok_at(tokens, i, 0);
+    for (int64_t j = 1; j < tokens->shape[1]; j++) {
+        int64_t v = tok_at(tokens, i, j);
+        if (v > bv)
+            bv = v, best = j;
+    }
+    return best;
+}
+
+/* x [N, T, W] = token_embedding[tokens[:, :T]] + positional_embedding[:T]. */
+static int text_embed(const clipl_model *m, const clipl_tensor *tokens, int64_t t,
+                      clipl_tensor **dst, const char *op)
+{
+    int64_t n = tokens->shape[0], w = m->cfg.transformer_width, v = m->cfg.vocab_size;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < t; j++) {
+            int64_t id = tok_at(tokens, i, j);
+            if (id < 0 || id >= v)
+                return clipl__err(CLIPL_EINDEX,
+                                  "%s: token id %lld at [%lld, %lld] is out of range for "
+                                  "vocab_size %lld",
+                                  op, (long long)id, (long long)i, (long long)j, (long long)v);
+        }
+    clipl_tensor *x = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, t, w});
+    if (!x)
+        return clipl_errcode();
+    const float *emb = nn_p(m, m->tok_emb)->ptr, *pos = nn_p(m, m->txt_pos)->ptr;
+    float *o = x->ptr;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < t; j++) {
+            const float *e = emb + tok_at(tokens, i, j) * w;
+            float *r = o + (i * t + j) * w;
+            for (int64_t d = 0; d < w; d++)
+                r[d] = e[d] + pos[j * w + d];
+        }
+    *dst = x;
+    return CLIPL_OK;
+}
+
+static int text_head(const clipl_model *m, const clipl_tensor *x, const clipl_tensor *tokens,
+                     clipl_tensor **dst, const char *op)
+{
+    int64_t n = x->shape[0], t = x->shape[1], w = x->shape[2];
+    clipl_tensor *xc = NULL, *rows = NULL, *h = NULL;
+    int rc = read_f32(x, &xc);
+    if (rc)
+        return rc;
+    rows = clipl_tensor_empty(CLIPL_F32, 2, (const int64_t[]){n, w});
+    if (!rows) {
+        rc = clipl_errcode();
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t e = argmax_row(tokens, i);
+        if (e >= t) {
+            rc = clipl__err(CLIPL_EINDEX,
+                            "%s: the end token of row %lld is at %lld, past the %lld positions "
+                            "given",
+                            op, (long long)i, (long long)e, (long long)t);
+            goto done;
+        }
+        memcpy((float *)rows->ptr + i * w, (const float *)xc->ptr + (i * t + e) * w,
+               sizeof(float) * (size_t)w);
+    }
+    rc = clipl_layer_norm(rows, 1, nn_p(m, m->ln_final_w), nn_p(m, m->ln_final_b), &h, LN_EPS, NULL,
+                          NULL);
+    if (!rc)
+        rc = lin(&m->txt_proj, h, dst, CLIPL_ACT_NONE, NULL);
+done:
+    clipl_tensor_release(xc);
+    clipl_tensor_release(rows);
+    clipl_tensor_release(h);
+    return rc;
+}
+
+int clipl_model_encode_text_ex(const clipl_model *m, const clipl_tensor *tokens, clipl_tensor **dst,
+                               int flags)
+{
+    const char *op = "model_encode_text";
+    int rc = check_model(m, op);
+    if (!rc)
+        rc = check_tokens(m, tokens, op);
+    if (!rc && !dst)
+        rc = clipl__err(CLIPL_EINVAL, "%s: NULL dst", op);
+    if (rc)
+        return rc;
+    /* the mask is causal, so positions after the last end token never influence the pooled
+     * ones: run only the columns up to the furthest end token */
+    int64_t n = tokens->shape[0], t = tokens->shape[1];
+    if (!(flags & CLIPL_TEXT_FULL_CONTEXT)) {
+        int64_t l = 1;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t e = argmax_row(tokens, i) + 1;
+            if (e > l)
+                l = e;
+        }
+        t = l;
+    }
+    clipl_tensor *x = NULL, *mask = causal_mask(t);
+    if (!mask)
+        return clipl_errcode();
+    rc = text_embed(m, tokens, t, &x, op);
+    for (int i = 0; i < m->cfg.transformer_layers && !rc; i++) {
+        if (clipl__should_stop())
+            rc = clipl__err(CLIPL_EINTERRUPTED, "%s: interrupted", op);
+        else
+            rc = block_run(m, &m->tblocks[i], m->cfg.transformer_heads, x, mask);
+    }
+    if (!rc)
+        rc = text_head(m, x, tokens, dst, op);
+    clipl_tensor_release(x);
+    clipl_tensor_release(mask);
+    return rc;
+}
+
+int clipl_model_encode_text(const clipl_model *m, const clipl_tensor *tokens, clipl_tensor **dst)
+{
+    return clipl_model_encode_text_ex(m, tokens, dst, 0);
+}
+
+/* ---- logits -------------------------------------------------------------------------------------
+ */
+
+int clipl_model_logits_from_features(const clipl_model *m, const clipl_tensor *image_features,
+                                     const clipl_tensor *text_features,
+                                     clipl_tensor **logits_per_image,
+                                     clipl_tensor **logits_per_text)
+{
+    const char *op = "model_logits";
+    if (!m || !image_features || !text_features)
+        return clipl__err(CLIPL_EINVAL, "%s: NULL argument", op);
+    if (image_features->ndim != 2 || text_features->ndim != 2 ||
+        image_features->shape[1] != text_features->shape[1]) {
+        char a[64], b[64];
+        return clipl__err(
+            CLIPL_ESHAPE, "%s: features must be [Ni, E] and [Nt, E], got [%s] and [%s]", op,
+            clipl__tshape(a, sizeof a, image_features), clipl__tshape(b, sizeof b, text_features));
+    }
+    clipl_tensor *fi = NULL, *ft = NULL, *li = NULL, *lt = NULL;
+    int rc = read_f32(image_features, &fi);
+    if (!rc)
+        rc = read_f32(text_features, &ft);
+    int64_t ni = image_features->shape[0], nt = text_features->shape[0],
+            e = image_features->shape[1];
+    if (!rc) {
+        li = clipl_tensor_empty(CLIPL_F32, 2, (const int64_t[]){ni, nt});
+        lt = clipl_tensor_empty(CLIPL_F32, 2, (const int64_t[]){nt, ni});
+        if (!li || !lt)
+            rc = clipl_errcode();
+    }
+    if (!rc) {
+        const float *a = fi->ptr, *b = ft->ptr;
+        double scale = clipl_model_logit_scale(m);
+        double *nb = calloc((size_t)nt + 1, sizeof *nb);
+        if (!nb) {
+            rc = clipl__err(CLIPL_ENOMEM, "%s: out of memory", op);
+            goto done;
+        }
+        for (int64_t j = 0; j < nt; j++) {
+            double s = 0;
+            for (int64_t d = 0; d < e; d++)
+                s += (double)b[j * e + d] * b[j * e + d];
+            nb[j] = sqrt(s);
+        }
+        for (int64_t i = 0; i < ni; i++) {
+            double s = 0;
+            for (int64_t d = 0; d < e; d++)
+                s += (double)a[i * e + d] * a[i * e + d];
+            double na = sqrt(s);
+            for (int64_t j = 0; j < nt; j++) {
+                double dot = 0;
+                for (int64_t d = 0; d < e; d++)
+                    dot += (double)a[i * e + d] * b[j * e + d];
+                float v = (float)(scale * dot / (na * nb[j]));
+                ((float *)li->ptr)[i * nt + j] = v;
+                ((float *)lt->ptr)[j * ni + i] = v;
+            }
+        }
+        free(nb);
+    }
+done:
+    clipl_tensor_release(fi);
+    clipl_tensor_release(ft);
+    if (!rc) {
+        if (logits_per_image)
+            *logits_per_image = li;
+        else
+            clipl_tensor_release(li);
+        if (logits_per_text)
+            *logits_per_text = lt;
+        else
+            clipl_tensor_release(lt);
+    } else {
+        clipl_tensor_release(li);
+        clipl_tensor_release(lt);
+    }
+    return rc;
+}
+
+int clipl_model_logits(const clipl_model *m, const clipl_tensor *images, const clipl_tensor *tokens,
+                       clipl_tensor **logits_per_image, clipl_tensor **logits_per_text)
+{
+    clipl_tensor *fi = NULL, *ft = NULL;
+    int rc = clipl_model_encode_image(m, images, &fi);
+    if (!rc)
+        rc = clipl_model_encode_text(m, tokens, &ft);
+    if (!rc)
+        rc = clipl_model_logits_from_features(m, fi, ft, logits_per_image, logits_per_text);
+    clipl_tensor_release(fi);
+    clipl_tensor_release(ft);
+    return rc;
+}
+
+/* ---- single steps -------------------------------------------------------------------------------
+ */
+
+int clipl_model_block_count(const clipl_model *m, int tower)
+{
+    if (!m)
+        return 0;
+    if (tower == CLIPL_TOWER_TEXT)
+        return m->cfg.transformer_layers;
+    if (tower != CLIPL_TOWER_VISUAL)
+        return 0;
+    if (m->cfg.vision_kind == CLIPL_VISION_VIT)
+        return m->cfg.vision_layers[0];
+    return m->cfg.vision_layers[0] + m->cfg.vision_layers[1] + m->cfg.vision_layers[2] +
+           m->cfg.vision_layers[3];
+}
+
+int clipl_model_visual_stem(const clipl_model *m, const clipl_tensor *images, clipl_tensor **dst)
+{
+    const char *op = "model_visual_stem";
+    int rc = check_model(m, op);
+    if (!rc)
+        rc = check_images(m, images, op);
+    if (!rc && !dst)
+        rc = clipl__err(CLIPL_EINVAL, "%s: NULL dst", op);
+    if (rc)
+        return rc;
+    if (m->cfg.vision_kind == CLIPL_VISION_VIT)
+        return vit_stem(m, images, dst);
+    clipl_tensor *x = NULL;
+    rc = resnet_stem(m, images, &x);
+    if (!rc)
+        rc = read_f32(x, dst);
+    clipl_tensor_release(x);
+    return rc;
+}
+
+int clipl_model_block_forward(const clipl_model *m, int tower, int i, const clipl_tensor *src,
+                              clipl_tensor **dst)
+{
+    const char *op = "model_block_forward";
+    int rc = check_model(m, op);
+    if (rc)
+        return rc;
+    if (tower != CLIPL_TOWER_VISUAL && tower != CLIPL_TOWER_TEXT)
+        return clipl__err(CLIPL_EINVAL, "%s: tower must be visual (0) or text (1), got %d", op,
+                          tower);
+    int nb = clipl_model_block_count(m, tower);
+    if (i < 0 || i >= nb)
+        return clipl__err(CLIPL_EINDEX, "%s: block %d of the %s tower is out of range (0..%d)", op,
+                          i, tower ? "text" : "visual", nb - 1);
+    if (!dst || (rc = check_float(src, op, "src")))
+        return rc ? rc : clipl__err(CLIPL_EINVAL, "%s: NULL dst", op);
+    char b[64];
+    if (tower == CLIPL_TOWER_VISUAL && m->cfg.vision_kind == CLIPL_VISION_RESNET) {
+        if (src->ndim != 4)
+            return clipl__err(CLIPL_ESHAPE, "%s: a ResNet block takes [N, C, H, W], got [%s]", op,
+                              clipl__tshape(b, sizeof b, src));
+        clipl_tensor *x = NULL, *y = NULL;
+        rc = src->dt == m->dtype ? clipl_tensor_contiguous(src, &x)
+                                 : clipl_tensor_to(src, &x, m->dtype);
+        if (!rc)
+            rc = bottleneck(&m->rblocks[i], x, &y);
+        if (!rc)
+            rc = read_f32(y, dst);
+        clipl_tensor_release(x);
+        clipl_tensor_release(y);
+        return rc;
+    }
+    int64_t w = tower == CLIPL_TOWER_TEXT ? m->cfg.transformer_width : m->cfg.vision_width;
+    if (src->ndim != 3 || src->shape[2] != w || src->shape[0] < 1 || src->shape[1] < 1)
+        return clipl__err(CLIPL_ESHAPE, "%s: a %s block takes [N, T, %lld], got [%s]", op,
+                          tower ? "text" : "visual", (long long)w, clipl__tshape(b, sizeof b, src));
+    clipl_tensor *x = NULL, *mask = NULL;
+    rc = owned_f32(src, &x);
+    if (!rc && tower == CLIPL_TOWER_TEXT && !(mask = causal_mask(src->shape[1])))
+        rc = clipl_errcode();
+    if (!rc)
+        rc = tower == CLIPL_TOWER_TEXT
+                 ? block_run(m, &m->tblocks[i], m->cfg.transformer_heads, x, mask)
+                 : block_run(m, &m->vblocks[i], m->cfg.vision_heads, x, NULL);
+    clipl_tensor_release(mask);
+    if (rc)
+        clipl_tensor_release(x);
+    else
+        *dst = x;
+    return rc;
+}
+
+int clipl_model_visual_head(const clipl_model *m, const clipl_tensor *src, clipl_tensor **dst)
+{
+    const char *op = "model_visual_head";
+    int rc = check_model(m, op);
+    if (!rc)
+        rc = check_float(src, op, "src");
+    if (!rc && !dst)
+        rc = clipl__err(CLIPL_EINVAL, "%s: NULL dst", op);
+    if (rc)
+        return rc;
+    char b[64];
+    if (m->cfg.vision_kind == CLIPL_VISION_VIT) {
+        if (src->ndim != 3 || src->shape[2] != m->cfg.vision_width || src->shape[1] < 1)
+            return clipl__err(CLIPL_ESHAPE, "%s: expected [N, T, %d], got [%s]", op,
+                              m->cfg.vision_width, clipl__tshape(b, sizeof b, src));
+        return vit_head(m, src, dst);
+    }
+    if (src->ndim != 4 || src->shape[1] != 32 * (int64_t)m->cfg.vision_width ||
+        src->shape[2] * src->shape[3] + 1 != nn_p(m, m->ap_pos)->shape[0])
+        return clipl__err(CLIPL_ESHAPE, "%s: expected [N, %d, %d, %d], got [%s]", op,
+                          32 * m->cfg.vision_width, m->cfg.image_resolution / 32,
+                          m->cfg.image_resolution / 32, clipl__tshape(b, sizeof b, src));
+    return attnpool(m, src, dst);
+}
+
+int clipl_model_visual_ln_post(const clipl_model *m, const clipl_tensor *src, clipl_tensor **dst)
+{
+    const char *op = "model_visual_ln_post";
+    int rc = check_model(m, op);
+    if (!rc)
+        rc = check_float(src, op, "src");
+    if (rc)
+        return rc;
+    if (m->cfg.vision_kind != CLIPL_VISION_VIT)
+        return clipl__err(CLIPL_EUNSUPPORTED, "%s: a ResNet model has no ln_post", op);
+    char b[64];
+    if (src->ndim != 3 || src->shape[2] != m->cfg.vision_width)
+        return clipl__err(CLIPL_ESHAPE, "%s: expected [N, T, %d], got [%s]", op,
+                          m->cfg.vision_width, clipl__tshape(b, sizeof b, src));
+    clipl_tensor *x = NULL;
+    rc = read_f32(src, &x);
+    if (!rc)
+        rc = clipl_layer_norm(x, 1, nn_p(m, m->ln_post_w), nn_p(m, m->ln_post_b), dst, LN_EPS, NULL,
+                              NULL);
+    clipl_tensor_release(x);
+    return rc;
+}
+
+int clipl_model_text_embed(const clipl_model *m, const clipl_tensor *tokens, clipl_tensor **dst)
+{
+    const char *op = "model_text_embed";
+    int rc = check_model(m, op);
+    if (!rc)
+        rc = check_tokens(m, tokens, op);
+    if (!rc && !dst)
+        rc = clipl__err(CLIPL_EINVAL, "%s: NULL dst", op);
+    if (rc)
+        return rc;
+    return text_embed(m, tokens, tokens->shape[1], dst, op);
+}
+
+int clipl_model_text_head(const clipl_model *m, const clipl_tensor *src, const clipl_tensor *tokens,
+                          clipl_tensor **dst)
+{
+    const char *op = "model_text_head";
+    int rc = check_model(m, op);
+    if (!rc)
+        rc = check_tokens(m, tokens, op);
+    if (!rc)
+        rc = check_float(src, op, "src");
+    if (!rc && !dst)
+        rc = clipl__err(CLIPL_EINVAL, "%s: NULL dst", op);
+    if (rc)
+        return rc;
+    char b[64], c[64];
+    if (src->ndim != 3 || src->shape[0] != tokens->shape[0] ||
+        src->shape[2] != m->cfg.transformer_width)
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: src [%s] does not fit tokens [%s] (expected [%lld, T, "
+                          "%d])",
+                          op, clipl__tshape(b, sizeof b, src), clipl__tshape(c, sizeof c, tokens),
+                          (long long)tokens->shape[0], m->cfg.transformer_width);
+    return text_head(m, src, tokens, dst, op);
+}
