@@ -16,9 +16,12 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define F32_TOL 1e-6
 #define BF16_TOL (1.0 / 256)
+/* f16 keeps an 11-bit significand: one rounding costs up to 2^-11 relative; allow 2^-10. */
+#define F16_TOL (1.0 / 1024)
 
 static clipl_generator *gen;
 
@@ -245,6 +248,17 @@ static void test_binary(void)
     clipl_tensor *s0 = rnd(CLIPL_F32, 0, NULL, 1, 2);
     check_binary(CLIPL_BIN_MUL, s0, s0, CLIPL_F32, F32_TOL, "0-d");
     check_binary(CLIPL_BIN_SUB, s0, c, CLIPL_F32, F32_TOL, "0-d f32 - bf16");
+
+    /* f16: computed in f32, rounded once; f16 with bf16 gives f32 */
+    clipl_tensor *hf = NULL, *hd = NULL;
+    clipl_tensor_to(c, &hf, CLIPL_F16);
+    clipl_tensor_to(d, &hd, CLIPL_F16);
+    for (int op = CLIPL_BIN_ADD; op <= CLIPL_BIN_GE; op++)
+        if (op != CLIPL_BIN_POW)
+            check_binary(op, hf, hd, op >= CLIPL_BIN_EQ ? CLIPL_U8 : CLIPL_F16, F16_TOL, "f16");
+    check_binary(CLIPL_BIN_MUL, hf, d, CLIPL_F32, F32_TOL, "f16*bf16 -> f32");
+    clipl_tensor_release(hf);
+    clipl_tensor_release(hd);
 
     /* result dtypes */
     CHECK(clipl_result_dtype(CLIPL_BF16, CLIPL_F16) == CLIPL_F32);
@@ -539,7 +553,12 @@ static void test_reduce(void)
     CHECK(v == 1);
     clipl_tensor_release(out);
     clipl_tensor_release(idx);
-    clipl_tensor *all[] = {t0, t, h, it, lg, tie, e, nan};
+    /* f16 reductions */
+    clipl_tensor *hf = NULL;
+    clipl_tensor_to(t, &hf, CLIPL_F16);
+    for (int kind = K_SUM; kind <= K_NORM; kind++)
+        check_reduce(kind, hf, 1, 0, 2, F16_TOL, "f16");
+    clipl_tensor *all[] = {t0, t, h, it, lg, tie, e, nan, hf};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         clipl_tensor_release(all[i]);
 }
@@ -764,6 +783,36 @@ static void test_index(void)
         clipl_tensor_release(all[i]);
 }
 
+/* Ops that write refuse read-only (file-mapped) tensors. */
+static void test_readonly(void)
+{
+    char path[] = "/tmp/clipl_ops_plain_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    float buf[4] = {1, 2, 3, 4};
+    CHECK(write(fd, buf, sizeof buf) == (ssize_t)sizeof buf);
+    close(fd);
+    clipl_storage *s = clipl_storage_map_file(path, 0, sizeof buf);
+    CHECK(s != NULL);
+    if (s) {
+        clipl_tensor *t = clipl_tensor_new_view(s, CLIPL_F32, 1, (int64_t[]){4}, (int64_t[]){1}, 0);
+        clipl_tensor *m = clipl_tensor_from_data(CLIPL_U8, 1, (int64_t[]){4},
+                                                 (uint8_t[]){1, 0, 0, 0}, 4), *out = NULL;
+        CHECK_ERR(clipl_add_scalar_(t, 1), CLIPL_EINVAL, "read-only");
+        CHECK_ERR(clipl_masked_fill_(t, m, 0), CLIPL_EINVAL, "read-only");
+        CHECK_OK(clipl_masked_fill(t, m, &out, 0)); /* a copy is fine */
+        CHECK_OK(clipl_add_scalar_(out, 1));
+        expect(out, CLIPL_F32, 1, (int64_t[]){4}, (double[]){1, 3, 4, 5}, 0, "read-only copy");
+        clipl_tensor_release(out);
+        clipl_tensor_release(m);
+        clipl_tensor_release(t);
+        clipl_storage_release(s);
+    }
+    unlink(path);
+}
+
 int main(void)
 {
     gen = clipl_generator_new(1234);
@@ -773,6 +822,7 @@ int main(void)
     test_topk();
     test_join();
     test_index();
+    test_readonly();
     clipl_generator_free(gen);
     return check_done("ops_plain");
 }
