@@ -64,6 +64,22 @@ describe("elementwise operators", function()
         assert.tensor_close(a:maximum(T({3, 3, 3})), {{3, 3, 3}, {4, 5, 6}}, 0)
     end)
 
+    it("bf16 computes in f32 and rounds once (8-bit significand: tolerance 2^-8)", function()
+        local h = T({{1.5, -2.25}, {3, 0.125}}, "bf16")
+        local r = h * T({3, 0.5}, "bf16") + 1
+        assert.are.equal("bf16", r:dtype())
+        assert.tensor_close(r, {{5.5, -0.125}, {10, 1.0625}}, 2 ^ -8)
+        assert.are.equal("f32", (h + T({1, 1})):dtype())
+    end)
+
+    it("handles 0-size tensors and 0-d tensors", function()
+        local e = clip.zeros({0, 3}) + T({1, 2, 3})
+        assert.are.same({0, 3}, e:size())
+        assert.are.equal(0, e:sum():item())
+        local s = T(2) * T({1, 2})
+        assert.tensor_close(s, {2, 4}, 0)
+    end)
+
     it("raises errors naming both shapes", function()
         assert.has_error(function() return a + T({1, 2}) end,
             "add: shapes 2x3 and 2 do not broadcast (dim 2: 3 vs 2)")
