@@ -55,8 +55,8 @@ int clipl__broadcast2(const char *op, const clipl_tensor *a, const clipl_tensor 
         if (sa != sb && sa != 1 && sb != 1)
             return clipl__err(CLIPL_ESHAPE,
                               "%s: shapes %s and %s do not broadcast (dim %d: %lld vs %lld)", op,
-                              clipl__tshape(b1, sizeof b1, a), clipl__tshape(b2, sizeof b2, b),
-                              i, (long long)sa, (long long)sb);
+                              clipl__tshape(b1, sizeof b1, a), clipl__tshape(b2, sizeof b2, b), i,
+                              (long long)sa, (long long)sb);
         shape[i] = sa == 1 ? sb : sa;
     }
     *ndim = n;
@@ -158,7 +158,7 @@ static void row(const kernel *k, char *po, int64_t so, const char *pa, int64_t s
         switch (k->op) {
         case CLIPL_BIN_ADD: ANY_ROW(plain_ldf, plain_stf, float, x + alpha * y);
         case CLIPL_BIN_SUB: ANY_ROW(plain_ldf, plain_stf, float, x - y);
-        case CLIPL_BIN_MUL: ANY_ROW(plain_ldf, plain_stf, float, x * y);
+        case CLIPL_BIN_MUL: ANY_ROW(plain_ldf, plain_stf, float, x *y);
         case CLIPL_BIN_DIV: ANY_ROW(plain_ldf, plain_stf, float, x / y);
         case CLIPL_BIN_POW: ANY_ROW(plain_ldf, plain_stf, float, powf(x, y));
         case CLIPL_BIN_MAX: ANY_ROW(plain_ldf, plain_stf, float, fmax_nan(x, y));
@@ -263,14 +263,14 @@ done:
 static int try_dnnl(int op, const clipl_tensor *a, const clipl_tensor *b, clipl_tensor *out,
                     float alpha)
 {
-    static const int algs[] = {dnnl_binary_add, dnnl_binary_sub, dnnl_binary_mul,
-                               dnnl_binary_div, -1,              dnnl_binary_max,
-                               dnnl_binary_min};
+    static const int algs[] = {
+        dnnl_binary_add, dnnl_binary_sub, dnnl_binary_mul, dnnl_binary_div, -1,
+        dnnl_binary_max, dnnl_binary_min};
 #ifdef CLIPL_PLAIN_NO_DNNL /* build knob to measure the C loops against oneDNN */
     return 0;
 #endif
-    if (op < 0 || op > CLIPL_BIN_MIN || algs[op] < 0 || (op == CLIPL_BIN_ADD && alpha != 1.0f &&
-                                                          out->dt != CLIPL_F32))
+    if (op < 0 || op > CLIPL_BIN_MIN || algs[op] < 0 ||
+        (op == CLIPL_BIN_ADD && alpha != 1.0f && out->dt != CLIPL_F32))
         return 0;
     if (out->dt != a->dt || out->dt != b->dt || (out->dt != CLIPL_F32 && out->dt != CLIPL_BF16))
         return 0;
@@ -346,9 +346,8 @@ static int try_dnnl(int op, const clipl_tensor *a, const clipl_tensor *b, clipl_
         for (int i = 0; i < 3; i++)
             nok += md[i] && dnnl_memory_create(&mem[i], md[i], dnnl_eng, ptrs[i]) == dnnl_success;
         if (nok == 3) {
-            dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC_0, mem[0]},
-                                       {DNNL_ARG_SRC_1, mem[1]},
-                                       {DNNL_ARG_DST, mem[2]}};
+            dnnl_exec_arg_t args[3] = {
+                {DNNL_ARG_SRC_0, mem[0]}, {DNNL_ARG_SRC_1, mem[1]}, {DNNL_ARG_DST, mem[2]}};
             ok = dnnl_primitive_execute(prim, dnnl_strm, 3, args) == dnnl_success &&
                  dnnl_stream_wait(dnnl_strm) == dnnl_success;
         }
@@ -374,8 +373,9 @@ static int run(const char *name, int op, const clipl_tensor *a, const clipl_tens
     k.kind = is_cmp(op) ? 2 : plain_is_float(common) ? 0 : 1;
     if (k.kind == 1) {
         if (op == CLIPL_BIN_DIV)
-            return clipl__err(CLIPL_EINVAL, "%s: integer division in place is not supported "
-                                            "(true division gives a float); convert first",
+            return clipl__err(CLIPL_EINVAL,
+                              "%s: integer division in place is not supported "
+                              "(true division gives a float); convert first",
                               name);
         if (alpha != floor(alpha))
             return clipl__err(CLIPL_EINVAL,
@@ -403,8 +403,8 @@ static int run(const char *name, int op, const clipl_tensor *a, const clipl_tens
 #pragma omp parallel for schedule(static)
     for (int64_t task = 0; task < rows * chunks; task++) {
         int64_t r = task / chunks, c = task % chunks;
-        int64_t start = c * PLAIN_CHUNK, n = inner - start < PLAIN_CHUNK ? inner - start
-                                                                          : PLAIN_CHUNK;
+        int64_t start = c * PLAIN_CHUNK,
+                n = inner - start < PLAIN_CHUNK ? inner - start : PLAIN_CHUNK;
         char *p[3];
         plain_row_ptrs(&it, r, p);
         row(&k, p[0] + start * it.inner_stride[0], it.inner_stride[0],
@@ -504,8 +504,9 @@ static int inplace_alpha(clipl_tensor *a, const clipl_tensor *b, int op, double 
                           clipl__tshape(b2, sizeof b2, a));
     int common = clipl__common_dtype(a->dt, b->dt);
     if (!is_cmp(op) && plain_is_int(a->dt) && plain_is_float(common))
-        return clipl__err(CLIPL_EINVAL, "%s_: the result (%s) cannot be stored in place in a %s "
-                                        "tensor",
+        return clipl__err(CLIPL_EINVAL,
+                          "%s_: the result (%s) cannot be stored in place in a %s "
+                          "tensor",
                           op_names[op], clipl_dtype_name(common), clipl_dtype_name(a->dt));
     return run(op_names[op], op, a, b, a, alpha);
 }
@@ -547,7 +548,8 @@ int clipl_binary_scalar(const clipl_tensor *a, double s, clipl_tensor **dst, int
     out = plain_new(odt, a->ndim, a->shape, &rc);
     if (!out)
         goto done;
-    rc = reversed ? run(op_names[op], op, st, pa, out, 1.0) : run(op_names[op], op, pa, st, out, 1.0);
+    rc = reversed ? run(op_names[op], op, st, pa, out, 1.0)
+                  : run(op_names[op], op, pa, st, out, 1.0);
     if (rc == CLIPL_OK) {
         *dst = out;
         out = NULL;

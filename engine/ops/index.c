@@ -68,8 +68,8 @@ int clipl_index_select(const clipl_tensor *src, const clipl_tensor *index, clipl
                           clipl__tshape(b1, sizeof b1, index));
     int d = clipl__wrap_dim(dim, src->ndim);
     if (d < 0 || src->ndim == 0)
-        return clipl__err(CLIPL_EINDEX, "index_select: dim %d out of range for a %d-d tensor",
-                          dim, src->ndim);
+        return clipl__err(CLIPL_EINDEX, "index_select: dim %d out of range for a %d-d tensor", dim,
+                          src->ndim);
     if ((rc = check_range("index_select", index, src->shape[d], d, src)))
         return rc;
     int64_t n = clipl_tensor_numel(index), shape[CLIPL_MAX_DIMS];
@@ -132,8 +132,8 @@ int clipl_gather(const clipl_tensor *src, const clipl_tensor *index, clipl_tenso
     int64_t dstride = src->ndim ? src->strides[d] : 0;
     if (src->ndim)
         st[d] = 0;
-    clipl_tensor *sv = clipl__tensor_wrap(src->storage, src->dt, src->ndim, index->shape, st,
-                                          src->offset);
+    clipl_tensor *sv =
+        clipl__tensor_wrap(src->storage, src->dt, src->ndim, index->shape, st, src->offset);
     if (!sv) {
         clipl_tensor_release(out);
         return clipl_errcode();

@@ -28,8 +28,7 @@ int clipl_cat(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int di
         return clipl__err(CLIPL_EINVAL, "cat: tensor %d is 0-d; use stack to join scalars", ref);
     int d = clipl__wrap_dim(dim, r->ndim);
     if (d < 0)
-        return clipl__err(CLIPL_EINDEX, "cat: dim %d out of range for %d-d tensors", dim,
-                          r->ndim);
+        return clipl__err(CLIPL_EINDEX, "cat: dim %d out of range for %d-d tensors", dim, r->ndim);
     int64_t total = 0;
     for (int i = 0; i < n; i++) {
         const clipl_tensor *t = srcs[i];

@@ -40,8 +40,8 @@ static bool better(const reducer *r, double a, double b)
     return r->kind == R_MAX ? a > b : a < b;
 }
 
-static void reduce_range(const reducer *r, const char *p, int64_t stride, int64_t start,
-                         int64_t n, partial *out)
+static void reduce_range(const reducer *r, const char *p, int64_t stride, int64_t start, int64_t n,
+                         partial *out)
 {
     partial acc = {0, 0, -1};
     const char *q = p + start * stride;
@@ -161,9 +161,7 @@ static void finish(const reducer *r, const partial *acc, int64_t L, char *vp, in
         else
             clipl__store(vp, vdt, acc->v);
         break;
-    case R_MEAN:
-        clipl__store(vp, vdt, (r->is_int ? (double)acc->iv : acc->v) / (double)L);
-        break;
+    case R_MEAN: clipl__store(vp, vdt, (r->is_int ? (double)acc->iv : acc->v) / (double)L); break;
     case R_MAX:
     case R_MIN:
         if (vp) {
@@ -439,8 +437,9 @@ int clipl_topk(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **in
         return clipl__err(CLIPL_EINDEX, "topk: dim %d out of range for a %d-d tensor", dim,
                           src->ndim);
     if (k < 0 || k > src->shape[d])
-        return clipl__err(CLIPL_EINDEX, "topk: k = %lld out of range for dim %d of size %lld "
-                                        "(tensor %s)",
+        return clipl__err(CLIPL_EINDEX,
+                          "topk: k = %lld out of range for dim %d of size %lld "
+                          "(tensor %s)",
                           (long long)k, d, (long long)src->shape[d],
                           clipl__tshape(b1, sizeof b1, src));
     geom g;

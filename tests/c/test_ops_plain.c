@@ -267,15 +267,16 @@ static void test_binary(void)
     CHECK(clipl_result_dtype(CLIPL_F16, CLIPL_F32) == CLIPL_F32);
 
     /* errors name both shapes */
-    clipl_tensor *out = NULL, *x5 = rnd(CLIPL_F32, SHAPE(5), 0, 1), *x34 = rnd(CLIPL_F32, SHAPE(3, 4), 0, 1);
+    clipl_tensor *out = NULL, *x5 = rnd(CLIPL_F32, SHAPE(5), 0, 1),
+                 *x34 = rnd(CLIPL_F32, SHAPE(3, 4), 0, 1);
     CHECK_ERR(clipl_add(x34, x5, &out, 1), CLIPL_ESHAPE, "3x4 and 5");
     CHECK_ERR(clipl_binary(x34, x5, &out, 99), CLIPL_EINVAL, "unknown op 99");
     CHECK_ERR(clipl_add_(x5, x34, 1), CLIPL_ESHAPE, "add");
     CHECK_ERR(clipl_binary_(ia, x34, CLIPL_BIN_MUL), CLIPL_EINVAL, "cannot be stored in place");
     CHECK_ERR(clipl_add_(ia, ia, 0.5), CLIPL_EINVAL, "alpha");
 
-    clipl_tensor *all[] = {a0, a, b0, b, c, d, df, big, row, col, big2, bigh, rowh, bigt, row64, ia, ib, d4,
-                           ismall, iexp, e, e3, s0, x5, x34};
+    clipl_tensor *all[] = {a0,   a,     b0, b,  c,  d,      df,   big, row, col, big2, bigh, rowh,
+                           bigt, row64, ia, ib, d4, ismall, iexp, e,   e3,  s0,  x5,   x34};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         clipl_tensor_release(all[i]);
 }
@@ -287,8 +288,8 @@ static void test_scalar_inplace(void)
     int64_t n = 24;
     double *va = vals(at), want[64];
     /* tensor-scalar and scalar-tensor, on a transposed view */
-    const int ops[] = {CLIPL_BIN_ADD, CLIPL_BIN_SUB, CLIPL_BIN_MUL, CLIPL_BIN_DIV, CLIPL_BIN_POW,
-                       CLIPL_BIN_GT};
+    const int ops[] = {CLIPL_BIN_ADD, CLIPL_BIN_SUB, CLIPL_BIN_MUL,
+                       CLIPL_BIN_DIV, CLIPL_BIN_POW, CLIPL_BIN_GT};
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
         for (int rev = 0; rev <= 1; rev++) {
             for (int64_t i = 0; i < n; i++)
@@ -296,8 +297,8 @@ static void test_scalar_inplace(void)
             CHECK_OK(clipl_binary_scalar(at, 1.7, &out, ops[k], rev));
             char l[64];
             snprintf(l, sizeof l, "scalar op %d rev %d", ops[k], rev);
-            expect(out, ops[k] == CLIPL_BIN_GT ? CLIPL_U8 : CLIPL_F32, SHAPE(6, 4), want,
-                   F32_TOL, l);
+            expect(out, ops[k] == CLIPL_BIN_GT ? CLIPL_U8 : CLIPL_F32, SHAPE(6, 4), want, F32_TOL,
+                   l);
             clipl_tensor_release(out);
             out = NULL;
         }
@@ -357,11 +358,12 @@ static void test_scalar_inplace(void)
     CHECK_OK(clipl_mul_scalar_(view, -1.0));
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 6; j++)
-            want[i * 6 + j] = (j >= 2 && j < 5) ? -(before[i * 6 + j] + 2.0 * vb[j - 2])
-                                                 : before[i * 6 + j];
+            want[i * 6 + j] =
+                (j >= 2 && j < 5) ? -(before[i * 6 + j] + 2.0 * vb[j - 2]) : before[i * 6 + j];
     expect(base, CLIPL_F32, SHAPE(4, 6), want, F32_TOL, "in place on a view");
     /* a big in-place op on a contiguous tensor (oneDNN in place) */
-    clipl_tensor *big = rnd(CLIPL_F32, SHAPE(300, 200), -1, 1), *brow = rnd(CLIPL_F32, SHAPE(200), -1, 1);
+    clipl_tensor *big = rnd(CLIPL_F32, SHAPE(300, 200), -1, 1),
+                 *brow = rnd(CLIPL_F32, SHAPE(200), -1, 1);
     double *vbig = vals(big), *vbrow = vals(brow), *wbig = malloc(sizeof(double) * 60000);
     for (int i = 0; i < 60000; i++)
         wbig[i] = vbig[i] - vbrow[i % 200];
@@ -433,18 +435,18 @@ static double *ref_reduce(int kind, const clipl_tensor *t, int d, double p, int6
                 bi = j;
             }
         }
-        out[o] = kind == K_MEAN ? s / (double)L
-                 : kind == K_NORM ? (p == INFINITY ? s : pow(s, 1.0 / p))
+        out[o] = kind == K_MEAN                     ? s / (double)L
+                 : kind == K_NORM                   ? (p == INFINITY ? s : pow(s, 1.0 / p))
                  : (kind == K_MAX || kind == K_MIN) ? best
-                                                      : s;
+                                                    : s;
         (*idx)[o] = bi;
     }
     free(v);
     return out;
 }
 
-static void check_reduce(int kind, const clipl_tensor *t, int d, int keepdim, double p,
-                         double tol, const char *label)
+static void check_reduce(int kind, const clipl_tensor *t, int d, int keepdim, double p, double tol,
+                         const char *label)
 {
     int64_t M, *ridx;
     double *want = ref_reduce(kind, t, d, p, &ridx, &M);
@@ -517,8 +519,7 @@ static void test_reduce(void)
                     check_reduce(kind, t, d, kd, ps[pi], F32_TOL, "f32");
                     check_reduce(kind, h, d, kd, ps[pi], BF16_TOL, "bf16");
                     if (d < 2)
-                        check_reduce(kind, it, d, kd, ps[pi], kind >= K_MEAN ? F32_TOL : 0,
-                                     "i32");
+                        check_reduce(kind, it, d, kd, ps[pi], kind >= K_MEAN ? F32_TOL : 0, "i32");
                 }
         }
     }
@@ -532,8 +533,8 @@ static void test_reduce(void)
     }
     check_reduce(K_NORM, lg, 1, 0, INFINITY, F32_TOL, "long inf");
     /* ties: the first index wins */
-    clipl_tensor *tie = clipl_tensor_from_data(CLIPL_F32, 1, (int64_t[]){5},
-                                               (float[]){1, 3, 3, 0, 0}, 20);
+    clipl_tensor *tie =
+        clipl_tensor_from_data(CLIPL_F32, 1, (int64_t[]){5}, (float[]){1, 3, 3, 0, 0}, 20);
     check_reduce(K_MAX, tie, 0, 0, 0, 0, "tie");
     check_reduce(K_MIN, tie, 0, 0, 0, 0, "tie");
     /* 0-size: sum over an empty dim is 0; max over one is an error */
@@ -543,8 +544,8 @@ static void test_reduce(void)
     CHECK_ERR(clipl_max(e, &out, &idx, 1, 0), CLIPL_ESHAPE, "empty dim (tensor 3x0)");
     CHECK_ERR(clipl_sum(t, &out, 3, 0), CLIPL_EINDEX, "dim 3 out of range for a 3-d tensor");
     /* NaN propagates through max */
-    clipl_tensor *nan = clipl_tensor_from_data(CLIPL_F32, 1, (int64_t[]){3},
-                                               (float[]){1, NAN, 2}, 12);
+    clipl_tensor *nan =
+        clipl_tensor_from_data(CLIPL_F32, 1, (int64_t[]){3}, (float[]){1, NAN, 2}, 12);
     CHECK_OK(clipl_max(nan, &out, &idx, 0, 0));
     double v;
     clipl_tensor_get_flat(out, 0, &v);
@@ -635,8 +636,10 @@ static void test_topk(void)
 
 static void test_join(void)
 {
-    clipl_tensor *a = rnd(CLIPL_F32, SHAPE(2, 3, 4), -1, 1), *b0 = rnd(CLIPL_F32, SHAPE(2, 4, 5), -1, 1);
-    clipl_tensor *b = NULL, *c = rnd(CLIPL_BF16, SHAPE(2, 1, 4), -1, 1), *empty = rnd(CLIPL_F32, SHAPE(0), 0, 1);
+    clipl_tensor *a = rnd(CLIPL_F32, SHAPE(2, 3, 4), -1, 1),
+                 *b0 = rnd(CLIPL_F32, SHAPE(2, 4, 5), -1, 1);
+    clipl_tensor *b = NULL, *c = rnd(CLIPL_BF16, SHAPE(2, 1, 4), -1, 1),
+                 *empty = rnd(CLIPL_F32, SHAPE(0), 0, 1);
     clipl_tensor_transpose(b0, &b, 1, 2); /* [2, 5, 4] non-contiguous */
     double *va = vals(a), *vb = vals(b), *vc = vals(c), want[128];
     int k = 0;
@@ -689,8 +692,8 @@ static void test_index(void)
     clipl_tensor *w0 = rnd(CLIPL_F32, SHAPE(6, 10), -1, 1), *w = NULL, *out = NULL;
     clipl_tensor_transpose(w0, &w, 0, 1); /* [10, 6] non-contiguous */
     double *vw = vals(w), want[512];
-    clipl_tensor *ix = clipl_tensor_from_data(CLIPL_I64, 1, (int64_t[]){4},
-                                              (int64_t[]){3, 0, 3, 9}, 32);
+    clipl_tensor *ix =
+        clipl_tensor_from_data(CLIPL_I64, 1, (int64_t[]){4}, (int64_t[]){3, 0, 3, 9}, 32);
     /* index_select along dims 0 and 1 */
     CHECK_OK(clipl_index_select(w, ix, &out, 0));
     int64_t iv[] = {3, 0, 3, 9};
@@ -699,8 +702,8 @@ static void test_index(void)
             want[i * 6 + j] = vw[iv[i] * 6 + j];
     expect(out, CLIPL_F32, SHAPE(4, 6), want, 0, "index_select 0");
     clipl_tensor_release(out);
-    clipl_tensor *ix32 = clipl_tensor_from_data(CLIPL_I32, 1, (int64_t[]){3},
-                                                (int32_t[]){5, 1, 1}, 12);
+    clipl_tensor *ix32 =
+        clipl_tensor_from_data(CLIPL_I32, 1, (int64_t[]){3}, (int32_t[]){5, 1, 1}, 12);
     CHECK_OK(clipl_index_select(w, ix32, &out, -1));
     int32_t jv[] = {5, 1, 1};
     for (int i = 0; i < 10; i++)
@@ -714,8 +717,8 @@ static void test_index(void)
               "index 9 out of range for dim 1 of size 6");
 
     /* embedding: ids [2, 3] -> [2, 3, 6] (weight rows are strided here, then contiguous) */
-    clipl_tensor *ids = clipl_tensor_from_data(CLIPL_I32, 2, (int64_t[]){2, 3},
-                                               (int32_t[]){0, 9, 4, 4, 2, 7}, 24);
+    clipl_tensor *ids =
+        clipl_tensor_from_data(CLIPL_I32, 2, (int64_t[]){2, 3}, (int32_t[]){0, 9, 4, 4, 2, 7}, 24);
     int32_t idv[] = {0, 9, 4, 4, 2, 7};
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < 6; j++)
@@ -728,14 +731,16 @@ static void test_index(void)
     CHECK_OK(clipl_embedding(ids, wc, &out));
     expect(out, CLIPL_F32, SHAPE(2, 3, 6), want, 0, "embedding");
     clipl_tensor_release(out);
-    clipl_tensor *bad = clipl_tensor_from_data(CLIPL_I64, 1, (int64_t[]){2}, (int64_t[]){1, 10}, 16);
-    CHECK_ERR(clipl_embedding(bad, wc, &out), CLIPL_EINDEX, "index 10 out of range for dim 0 of size 10");
+    clipl_tensor *bad =
+        clipl_tensor_from_data(CLIPL_I64, 1, (int64_t[]){2}, (int64_t[]){1, 10}, 16);
+    CHECK_ERR(clipl_embedding(bad, wc, &out), CLIPL_EINDEX,
+              "index 10 out of range for dim 0 of size 10");
     clipl_tensor *fl = rnd(CLIPL_F32, SHAPE(2), 0, 1);
     CHECK_ERR(clipl_embedding(fl, wc, &out), CLIPL_EINVAL, "must be i32 or i64, got f32");
 
     /* gather along dim 1 with an index smaller than src in dim 0 */
-    clipl_tensor *gi = clipl_tensor_from_data(CLIPL_I64, 2, (int64_t[]){3, 2},
-                                              (int64_t[]){5, 0, 1, 1, 2, 4}, 48);
+    clipl_tensor *gi =
+        clipl_tensor_from_data(CLIPL_I64, 2, (int64_t[]){3, 2}, (int64_t[]){5, 0, 1, 1, 2, 4}, 48);
     int64_t gv[] = {5, 0, 1, 1, 2, 4};
     CHECK_OK(clipl_gather(w, gi, &out, 1));
     for (int i = 0; i < 3; i++)
@@ -750,12 +755,13 @@ static void test_index(void)
     expect(out, CLIPL_F32, SHAPE(3, 2), want, 0, "gather 0");
     clipl_tensor_release(out);
     CHECK_ERR(clipl_gather(wc, ix, &out, 0), CLIPL_ESHAPE, "must have as many dims");
-    clipl_tensor *gbad = clipl_tensor_from_data(CLIPL_I64, 2, (int64_t[]){1, 1}, (int64_t[]){-1}, 8);
+    clipl_tensor *gbad =
+        clipl_tensor_from_data(CLIPL_I64, 2, (int64_t[]){1, 1}, (int64_t[]){-1}, 8);
     CHECK_ERR(clipl_gather(wc, gbad, &out, 1), CLIPL_EINDEX, "index -1 out of range");
 
     /* masked_fill with a broadcast mask on a transposed view; where */
-    clipl_tensor *mask = clipl_tensor_from_data(CLIPL_U8, 1, (int64_t[]){6},
-                                                (uint8_t[]){1, 0, 0, 1, 0, 1}, 6);
+    clipl_tensor *mask =
+        clipl_tensor_from_data(CLIPL_U8, 1, (int64_t[]){6}, (uint8_t[]){1, 0, 0, 1, 0, 1}, 6);
     CHECK_OK(clipl_masked_fill(w, mask, &out, -INFINITY));
     for (int i = 0; i < 10; i++)
         for (int j = 0; j < 6; j++)
@@ -799,7 +805,8 @@ static void test_readonly(void)
     if (s) {
         clipl_tensor *t = clipl_tensor_new_view(s, CLIPL_F32, 1, (int64_t[]){4}, (int64_t[]){1}, 0);
         clipl_tensor *m = clipl_tensor_from_data(CLIPL_U8, 1, (int64_t[]){4},
-                                                 (uint8_t[]){1, 0, 0, 0}, 4), *out = NULL;
+                                                 (uint8_t[]){1, 0, 0, 0}, 4),
+                     *out = NULL;
         CHECK_ERR(clipl_add_scalar_(t, 1), CLIPL_EINVAL, "read-only");
         CHECK_ERR(clipl_masked_fill_(t, m, 0), CLIPL_EINVAL, "read-only");
         CHECK_OK(clipl_masked_fill(t, m, &out, 0)); /* a copy is fine */
