@@ -625,6 +625,11 @@ int clipl__matmul_run(const clipl__mm *mm, const char *op)
         if (!p)
             return clipl_errcode();
     }
+    if (mm->no_ref && strncmp(clipl__prim_impl(p), "ref", 3) == 0) {
+        clipl__prim_release(p);
+        return clipl__err(CLIPL_EUNSUPPORTED, "%s: only oneDNN's reference kernel takes these "
+                          "strides", op);
+    }
     clipl__arg args[5];
     int n = 0;
     args[n++] = (clipl__arg){DNNL_ARG_SRC, mm->src_md, (void *)mm->src};

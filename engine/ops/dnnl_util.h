@@ -95,6 +95,8 @@ typedef struct clipl__mm {
     int sum;                             /* add into dst's current contents */
     const dnnl_memory_desc_t *binary_md; /* optional binary add post-op (attention mask) */
     const void *binary;
+    int no_ref; /* refuse oneDNN's reference kernel (CLIPL_EUNSUPPORTED): the caller has a faster
+                   fallback, such as copying strided inputs */
 } clipl__mm;
 int clipl__matmul_run(const clipl__mm *mm, const char *op);
 

@@ -53,7 +53,7 @@ static int shape_err(const char *op, const char *what, const clipl_tensor *a,
  * copies by the caller. */
 static int matmul_impl(const clipl_tensor *a, const clipl_tensor *b, const clipl_tensor *bias,
                        clipl_tensor *out, int nd, const clipl_matmul_opts *o, bool sum,
-                       const char *op)
+                       bool no_ref, const char *op)
 {
     int64_t ash[CLIPL_MAX_DIMS], ast[CLIPL_MAX_DIMS], bsh[CLIPL_MAX_DIMS], bst[CLIPL_MAX_DIMS];
     operand_geom(a, nd, ash, ast);
@@ -95,6 +95,7 @@ static int matmul_impl(const clipl_tensor *a, const clipl_tensor *b, const clipl
     mm.scale = o->scale;
     mm.sum_scale = o->sum_scale;
     mm.sum = sum;
+    mm.no_ref = no_ref;
     return clipl__matmul_run(&mm, op);
 }
 
@@ -181,7 +182,9 @@ static int matmul_op(const clipl_tensor *a, const clipl_tensor *b, const clipl_t
             goto fail;
         ub = bc;
     }
-    rc = matmul_impl(ua, ub, ubias, out, nd, o, sum, op);
+    /* a strided view that only the reference kernel takes is better copied */
+    bool strided = !clipl_tensor_is_contiguous(ua) || !clipl_tensor_is_contiguous(ub);
+    rc = matmul_impl(ua, ub, ubias, out, nd, o, sum, strided, op);
     if (rc == CLIPL_EUNSUPPORTED) {
         /* oneDNN has no kernel for these strides or dtypes: retry on plain copies (f32 bias) */
         clipl_errclear();
@@ -189,9 +192,9 @@ static int matmul_op(const clipl_tensor *a, const clipl_tensor *b, const clipl_t
             goto fail;
         if (!bc && (rc = clipl_tensor_contiguous(b, &bc)))
             goto fail;
-        if (bias && (rc = clipl_tensor_to(bias, &biasc, CLIPL_F32)))
+        if (bias && bias->dt != CLIPL_F32 && (rc = clipl_tensor_to(bias, &biasc, CLIPL_F32)))
             goto fail;
-        rc = matmul_impl(ac, bc, biasc, out, nd, o, sum, op);
+        rc = matmul_impl(ac, bc, biasc ? biasc : bias, out, nd, o, sum, false, op);
     }
     if (rc)
         goto fail;
@@ -505,7 +508,22 @@ int clipl_linear_apply(const clipl_linear_weights *w, const clipl_tensor *x, cli
         mm.scale = o->scale;
         mm.sum_scale = o->sum_scale;
         mm.sum = o->accum != NULL;
+        mm.no_ref = !clipl_tensor_is_contiguous(xc);
         rc = clipl__matmul_run(&mm, op);
+        if (rc == CLIPL_EUNSUPPORTED && mm.no_ref) {
+            /* strided rows: the blocked kernels want a dense x */
+            clipl_errclear();
+            clipl_tensor *xd = NULL;
+            if ((rc = clipl_tensor_clone(xc, &xd)))
+                goto done;
+            clipl_tensor_release(xc);
+            xc = xd;
+            if ((rc = clipl__dnnl_md(&xmd, xc, op)))
+                goto done;
+            mm.src = xc->ptr;
+            mm.no_ref = 0;
+            rc = clipl__matmul_run(&mm, op);
+        }
         if (rc == CLIPL_EUNSUPPORTED) {
             /* the prepared layout does not suit this call (rows or dtypes): use plain weights */
             clipl_errclear();
