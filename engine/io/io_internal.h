@@ -12,10 +12,10 @@
 
 /* ---- a whole file mapped read-only: one storage that zero-copy tensors share ---- */
 typedef struct clipl__mfile {
-    clipl_storage *st;    /* mapping of the whole file (one reference held) */
-    const uint8_t *data;  /* first byte */
-    size_t size;          /* file size in bytes */
-    const char *path;     /* borrowed */
+    clipl_storage *st;   /* mapping of the whole file (one reference held) */
+    const uint8_t *data; /* first byte */
+    size_t size;         /* file size in bytes */
+    const char *path;    /* borrowed */
 } clipl__mfile;
 
 /* Maps path. Returns a status (CLIPL_EIO naming the file). */
@@ -30,8 +30,8 @@ enum { CLIPL__F64 = 100 };
 clipl_tensor *clipl__io_tensor(clipl__mfile *f, size_t byte_off, int file_dtype, int ndim,
                                const int64_t *shape, const int64_t *stride, int64_t elem_off);
 /* Same, over a heap storage (inflated zip entries): always a view (or an f64 -> f32 copy). */
-clipl_tensor *clipl__io_tensor_on(clipl_storage *s, int file_dtype, int ndim,
-                                  const int64_t *shape, const int64_t *stride, int64_t elem_off);
+clipl_tensor *clipl__io_tensor_on(clipl_storage *s, int file_dtype, int ndim, const int64_t *shape,
+                                  const int64_t *stride, int64_t elem_off);
 
 /* Element count of shape with overflow checking against limit; returns -1 on overflow. */
 int64_t clipl__io_numel(int ndim, const int64_t *shape, int64_t limit);
@@ -39,8 +39,8 @@ int64_t clipl__io_numel(int ndim, const int64_t *shape, int64_t limit);
 /* ---- atomic file writing: a temporary file beside the target, fsync, rename ---- */
 typedef struct clipl__afile {
     int fd;
-    char *tmp;         /* temporary path (owned) */
-    const char *path;  /* target (borrowed) */
+    char *tmp;        /* temporary path (owned) */
+    const char *path; /* target (borrowed) */
 } clipl__afile;
 
 int clipl__afile_open(clipl__afile *a, const char *path);
@@ -56,7 +56,7 @@ void clipl__afile_abort(clipl__afile *a);
 typedef struct clipl__smap {
     const char **keys; /* borrowed */
     int *vals;
-    size_t cap;        /* power of two, 0 when empty */
+    size_t cap; /* power of two, 0 when empty */
     size_t count;
 } clipl__smap;
 
@@ -69,12 +69,12 @@ void clipl__smap_free(clipl__smap *m);
 
 /* ---- zip archives over a mapped file (zip64 aware; STORED and DEFLATE) ---- */
 typedef struct clipl__zentry {
-    char *name;        /* owned, NUL-terminated */
-    uint64_t lho;      /* local header offset */
-    uint64_t csize;    /* compressed size */
-    uint64_t usize;    /* uncompressed size */
+    char *name;     /* owned, NUL-terminated */
+    uint64_t lho;   /* local header offset */
+    uint64_t csize; /* compressed size */
+    uint64_t usize; /* uncompressed size */
     uint32_t crc;
-    uint16_t method;   /* 0 stored, 8 deflate */
+    uint16_t method; /* 0 stored, 8 deflate */
     uint16_t flags;
 } clipl__zentry;
 

@@ -13,7 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- mapped files ------------------------------------------------------------------------------ */
+/* ---- mapped files ------------------------------------------------------------------------------
+ */
 
 int clipl__mfile_open(clipl__mfile *f, const char *path)
 {
@@ -41,7 +42,8 @@ void clipl__mfile_close(clipl__mfile *f)
     f->data = NULL;
 }
 
-/* ---- tensors over file bytes ------------------------------------------------------------------- */
+/* ---- tensors over file bytes -------------------------------------------------------------------
+ */
 
 int64_t clipl__io_numel(int ndim, const int64_t *shape, int64_t limit)
 {
@@ -84,8 +86,8 @@ static clipl_tensor *f64_to_f32(const uint8_t *base, int ndim, const int64_t *sh
     return t;
 }
 
-clipl_tensor *clipl__io_tensor_on(clipl_storage *s, int file_dtype, int ndim,
-                                  const int64_t *shape, const int64_t *stride, int64_t elem_off)
+clipl_tensor *clipl__io_tensor_on(clipl_storage *s, int file_dtype, int ndim, const int64_t *shape,
+                                  const int64_t *stride, int64_t elem_off)
 {
     int64_t cstride[CLIPL_MAX_DIMS];
     if (!stride) {
@@ -128,7 +130,8 @@ clipl_tensor *clipl__io_tensor(clipl__mfile *f, size_t byte_off, int file_dtype,
     return t;
 }
 
-/* ---- atomic writes ----------------------------------------------------------------------------- */
+/* ---- atomic writes -----------------------------------------------------------------------------
+ */
 
 static _Atomic unsigned tmp_counter;
 
@@ -235,7 +238,8 @@ void clipl__afile_abort(clipl__afile *a)
     a->tmp = NULL;
 }
 
-/* ---- string map -------------------------------------------------------------------------------- */
+/* ---- string map --------------------------------------------------------------------------------
+ */
 
 static uint64_t hash_str(const char *s)
 {

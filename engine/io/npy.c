@@ -17,9 +17,9 @@ static const struct {
     const char *descr;
     int dtype; /* clipl dtype, CLIPL__F64 (converted to f32) or -1 (refused) */
 } npy_dtypes[] = {
-    {"<f4", CLIPL_F32}, {"<f2", CLIPL_F16},  {"<i4", CLIPL_I32}, {"<i8", CLIPL_I64},
-    {"|u1", CLIPL_U8},  {"|b1", CLIPL_U8},   {"<f8", CLIPL__F64}, {"|i1", -1},
-    {"<i2", -1},        {"<u2", -1},         {"<u4", -1},        {"<u8", -1},
+    {"<f4", CLIPL_F32}, {"<f2", CLIPL_F16}, {"<i4", CLIPL_I32},  {"<i8", CLIPL_I64},
+    {"|u1", CLIPL_U8},  {"|b1", CLIPL_U8},  {"<f8", CLIPL__F64}, {"|i1", -1},
+    {"<i2", -1},        {"<u2", -1},        {"<u4", -1},         {"<u8", -1},
 };
 
 typedef struct hparse {
@@ -137,8 +137,8 @@ static int parse_header(const char *path, const char *p, size_t n, int *dtype, i
             }
             have_shape = true;
         } else {
-            return clipl__err(CLIPL_EFORMAT, "%s: npy header has an unexpected or repeated key '%s'",
-                              path, key);
+            return clipl__err(CLIPL_EFORMAT,
+                              "%s: npy header has an unexpected or repeated key '%s'", path, key);
         }
         if (!accept(&h, ',')) {
             if (!accept(&h, '}'))
@@ -150,15 +150,17 @@ static int parse_header(const char *path, const char *p, size_t n, int *dtype, i
     if (h.p != h.end)
         goto bad;
     if (!have_descr || !have_fortran || !have_shape)
-        return clipl__err(CLIPL_EFORMAT,
-                          "%s: npy header lacks %s", path,
-                          !have_descr ? "'descr'" : !have_fortran ? "'fortran_order'" : "'shape'");
+        return clipl__err(CLIPL_EFORMAT, "%s: npy header lacks %s", path,
+                          !have_descr     ? "'descr'"
+                          : !have_fortran ? "'fortran_order'"
+                                          : "'shape'");
     *dtype = -2;
     for (size_t i = 0; i < sizeof npy_dtypes / sizeof npy_dtypes[0]; i++)
         if (strcmp(descr, npy_dtypes[i].descr) == 0)
             *dtype = npy_dtypes[i].dtype;
     /* '=' and '<' mean the same on little-endian machines; 1-byte types may use any order mark */
-    if (*dtype == -2 && (descr[0] == '=' || descr[0] == '<' || descr[0] == '>' || descr[0] == '|')) {
+    if (*dtype == -2 &&
+        (descr[0] == '=' || descr[0] == '<' || descr[0] == '>' || descr[0] == '|')) {
         char alt[32];
         snprintf(alt, sizeof alt, "%s", descr);
         if (alt[0] == '=')
@@ -197,8 +199,10 @@ clipl_tensor *clipl_npy_load(const char *path)
     }
     int major = f.data[6], minor = f.data[7];
     if (major < 1 || major > 3 || minor != 0) {
-        clipl__err(CLIPL_EUNSUPPORTED, "%s: npy format version %d.%d is not supported (1.0, 2.0, "
-                   "3.0 are)", path, major, minor);
+        clipl__err(CLIPL_EUNSUPPORTED,
+                   "%s: npy format version %d.%d is not supported (1.0, 2.0, "
+                   "3.0 are)",
+                   path, major, minor);
         goto done;
     }
     size_t hoff = major == 1 ? 10 : 12, hlen;
@@ -210,8 +214,8 @@ clipl_tensor *clipl_npy_load(const char *path)
                       : (size_t)f.data[8] | (size_t)f.data[9] << 8 | (size_t)f.data[10] << 16 |
                             (size_t)f.data[11] << 24;
     if (hlen > f.size - hoff) {
-        clipl__err(CLIPL_EFORMAT, "%s: truncated npy header (%zu bytes claimed, %zu present)",
-                   path, hlen, f.size - hoff);
+        clipl__err(CLIPL_EFORMAT, "%s: truncated npy header (%zu bytes claimed, %zu present)", path,
+                   hlen, f.size - hoff);
         goto done;
     }
     int dtype = -1, fortran = 0, ndim = 0;
@@ -291,14 +295,14 @@ int clipl_npy_save(const char *path, const clipl_tensor *t)
     memset(hdr + n, ' ', pad);
     hdr[(size_t)n + pad] = '\n';
     size_t hlen = (size_t)n + pad + 1;
-    uint8_t pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(hlen & 0xff),
-                       (uint8_t)(hlen >> 8)};
+    uint8_t pre[10] = {
+        0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(hlen & 0xff), (uint8_t)(hlen >> 8)};
     clipl__afile a;
     int rc = clipl__afile_open(&a, path);
     if (rc)
         return rc;
-    if ((rc = clipl__afile_write(&a, pre, sizeof pre)) || (rc = clipl__afile_write(&a, hdr, hlen)) ||
-        (rc = clipl__afile_write_tensor(&a, t))) {
+    if ((rc = clipl__afile_write(&a, pre, sizeof pre)) ||
+        (rc = clipl__afile_write(&a, hdr, hlen)) || (rc = clipl__afile_write_tensor(&a, t))) {
         clipl__afile_abort(&a);
         return rc;
     }

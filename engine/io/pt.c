@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- values ------------------------------------------------------------------------------------ */
+/* ---- values ------------------------------------------------------------------------------------
+ */
 
 enum {
     V_NONE,
@@ -42,9 +43,9 @@ enum {
 
 typedef struct val {
     int kind;
-    int n, cap;          /* items */
+    int n, cap; /* items */
     struct val **items;
-    int64_t i;           /* INT, BOOL; GLOBAL: G_*; STORAGE: byte size of the entry */
+    int64_t i; /* INT, BOOL; GLOBAL: G_*; STORAGE: byte size of the entry */
     double f;
     char *s;             /* STR; GLOBAL/OBJ: qualified name; STORAGE: key */
     int dtype;           /* GLOBAL storage type / STORAGE: element dtype (CLIPL__F64 allowed) */
@@ -75,8 +76,8 @@ static val mark_sentinel;
 
 static int perr(up *u, int code, const char *what)
 {
-    return clipl__err(code, "%s: data.pkl at byte %lld: %s", u->path,
-                      (long long)(u->p - u->start), what);
+    return clipl__err(code, "%s: data.pkl at byte %lld: %s", u->path, (long long)(u->p - u->start),
+                      what);
 }
 
 static val *vnew(up *u, int kind)
@@ -174,7 +175,8 @@ static uint32_t rd32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* ---- globals ----------------------------------------------------------------------------------- */
+/* ---- globals -----------------------------------------------------------------------------------
+ */
 
 static int resolve_global(up *u, const char *module, const char *name, val **out)
 {
@@ -226,7 +228,8 @@ static int resolve_global(up *u, const char *module, const char *name, val **out
     return CLIPL_OK;
 }
 
-/* ---- storages and tensors ---------------------------------------------------------------------- */
+/* ---- storages and tensors ----------------------------------------------------------------------
+ */
 
 /* BINPERSID: ('storage', storage_type, key, location, numel) -> a V_STORAGE value. */
 static int persistent_load(up *u, val *pid, val **out)
@@ -261,8 +264,8 @@ static int persistent_load(up *u, val *pid, val **out)
     if ((uint64_t)numel->i > e->usize / (uint64_t)es) {
         char msg[700];
         snprintf(msg, sizeof msg,
-                 "storage '%s' claims %lld elements of %d bytes but the entry has %llu bytes",
-                 name, (long long)numel->i, es, (unsigned long long)e->usize);
+                 "storage '%s' claims %lld elements of %d bytes but the entry has %llu bytes", name,
+                 (long long)numel->i, es, (unsigned long long)e->usize);
         return perr(u, CLIPL_EFORMAT, msg);
     }
     val *s = vnew(u, V_STORAGE);
@@ -302,7 +305,8 @@ static bool int_tuple(const val *v, int64_t *out, int *n)
 static int rebuild_tensor(up *u, val *args, val **out)
 {
     if (!args || args->kind != V_TUPLE || args->n < 4)
-        return perr(u, CLIPL_EFORMAT, "_rebuild_tensor: expected (storage, offset, size, stride, ...)");
+        return perr(u, CLIPL_EFORMAT,
+                    "_rebuild_tensor: expected (storage, offset, size, stride, ...)");
     val *st = args->items[0], *off = args->items[1];
     int64_t size[CLIPL_MAX_DIMS], stride[CLIPL_MAX_DIMS];
     int nd, nds;
@@ -329,8 +333,8 @@ static int rebuild_tensor(up *u, val *args, val **out)
             snprintf(msg, sizeof msg,
                      "_rebuild_tensor: view [%s] at offset %lld needs element %lld of storage "
                      "'%s' which has %lld",
-                     clipl__shape_str(sb, sizeof sb, nd, size), (long long)off->i,
-                     (long long)hi, st->s, (long long)st->numel);
+                     clipl__shape_str(sb, sizeof sb, nd, size), (long long)off->i, (long long)hi,
+                     st->s, (long long)st->numel);
             return perr(u, CLIPL_EFORMAT, msg);
         }
     }
@@ -358,8 +362,9 @@ static int rebuild_tensor(up *u, val *args, val **out)
 static int call_global(up *u, val *fn, val *args, bool newobj, val **out)
 {
     if (!fn || fn->kind != V_GLOBAL || !args || args->kind != V_TUPLE)
-        return perr(u, CLIPL_EFORMAT, newobj ? "NEWOBJ on something that is not an allowed class"
-                                             : "REDUCE on something that is not an allowed global");
+        return perr(u, CLIPL_EFORMAT,
+                    newobj ? "NEWOBJ on something that is not an allowed class"
+                           : "REDUCE on something that is not an allowed global");
     switch (fn->i) {
     case G_ORDERED_DICT:
         if (args->n != 0)
@@ -391,7 +396,8 @@ static int call_global(up *u, val *fn, val *args, bool newobj, val **out)
     return perr(u, CLIPL_EFORMAT, msg);
 }
 
-/* ---- the unpickler loop ------------------------------------------------------------------------ */
+/* ---- the unpickler loop ------------------------------------------------------------------------
+ */
 
 static int memo_put(up *u, uint64_t idx)
 {
@@ -516,8 +522,9 @@ static int run(up *u, val **result)
                 return perr(u, CLIPL_EFORMAT, "truncated integer");
             val *v = vnew(u, V_INT);
             if (v)
-                v->i = op == 'K' ? u->p[0] : op == 'M' ? (u->p[0] | u->p[1] << 8)
-                                                       : (int32_t)rd32(u->p);
+                v->i = op == 'K'   ? u->p[0]
+                       : op == 'M' ? (u->p[0] | u->p[1] << 8)
+                                   : (int32_t)rd32(u->p);
             u->p += n;
             if ((rc = push(u, v)))
                 return rc;
@@ -618,8 +625,9 @@ static int run(up *u, val **result)
             val *c = u->stack[m - 1];
             size_t n = u->nstack - (size_t)m - 1;
             if (op == 'u' ? (c->kind != V_DICT || n % 2) : c->kind != V_LIST)
-                return perr(u, CLIPL_EFORMAT, op == 'u' ? "SETITEMS on a non-dict or odd items"
-                                                        : "APPENDS on a non-list");
+                return perr(u, CLIPL_EFORMAT,
+                            op == 'u' ? "SETITEMS on a non-dict or odd items"
+                                      : "APPENDS on a non-list");
             for (size_t i = (size_t)m + 1; i < u->nstack; i++)
                 if (vpush_item(c, u->stack[i]))
                     return perr(u, CLIPL_ENOMEM, "out of memory");
@@ -741,7 +749,8 @@ static int run(up *u, val **result)
     }
 }
 
-/* ---- flattening to a state dict ---------------------------------------------------------------- */
+/* ---- flattening to a state dict ----------------------------------------------------------------
+ */
 
 typedef struct flat {
     char **names;
@@ -844,8 +853,8 @@ static int to_tdict(up *u, const val *root, clipl_tdict *d)
                           "%s: data.pkl holds neither a state dict nor a module object", u->path);
     if (root->kind == V_DICT) {
         /* a training checkpoint: keep only its model state */
-        static const char *const keys[] = {"state_dict", "model_state_dict", "model", "module",
-                                           "net", "ema"};
+        static const char *const keys[] = {
+            "state_dict", "model_state_dict", "model", "module", "net", "ema"};
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
             const val *x = dict_lookup(root, keys[i]);
             if (x && has_tensor(x, 0)) {
@@ -913,7 +922,8 @@ done:
     return rc;
 }
 
-/* ---- entry point ------------------------------------------------------------------------------- */
+/* ---- entry point -------------------------------------------------------------------------------
+ */
 
 clipl_tdict *clipl_pt_load(const char *path)
 {
@@ -942,8 +952,8 @@ clipl_tdict *clipl_pt_load(const char *path)
         }
     }
     if (pi < 0) {
-        clipl__err(CLIPL_EFORMAT,
-                   "%s: a zip archive without <folder>/data.pkl: not a PyTorch file", path);
+        clipl__err(CLIPL_EFORMAT, "%s: a zip archive without <folder>/data.pkl: not a PyTorch file",
+                   path);
         goto fail;
     }
     size_t plen = (size_t)(strchr(z.e[pi].name, '/') - z.e[pi].name) + 1;
@@ -957,8 +967,8 @@ clipl_tdict *clipl_pt_load(const char *path)
         clipl_storage *bo = NULL;
         if (clipl__zip_read(&z, bi, &bo))
             goto fail;
-        bool little = clipl_storage_nbytes(bo) == 6 &&
-                      memcmp(clipl_storage_data(bo), "little", 6) == 0;
+        bool little =
+            clipl_storage_nbytes(bo) == 6 && memcmp(clipl_storage_data(bo), "little", 6) == 0;
         clipl_storage_release(bo);
         if (!little) {
             clipl__err(CLIPL_EUNSUPPORTED, "%s: storages are not little-endian", path);

@@ -22,10 +22,10 @@ static const struct {
     int dtype; /* clipl dtype, CLIPL__F64, or -1 when refused */
     int size;
 } st_dtypes[] = {
-    {"F32", CLIPL_F32, 4}, {"F16", CLIPL_F16, 2},   {"BF16", CLIPL_BF16, 2}, {"I32", CLIPL_I32, 4},
-    {"I64", CLIPL_I64, 8}, {"U8", CLIPL_U8, 1},     {"BOOL", CLIPL_U8, 1},   {"F64", CLIPL__F64, 8},
-    {"I8", -1, 1},         {"I16", -1, 2},          {"U16", -1, 2},          {"U32", -1, 4},
-    {"U64", -1, 8},        {"F8_E4M3", -1, 1},      {"F8_E5M2", -1, 1},
+    {"F32", CLIPL_F32, 4}, {"F16", CLIPL_F16, 2}, {"BF16", CLIPL_BF16, 2}, {"I32", CLIPL_I32, 4},
+    {"I64", CLIPL_I64, 8}, {"U8", CLIPL_U8, 1},   {"BOOL", CLIPL_U8, 1},   {"F64", CLIPL__F64, 8},
+    {"I8", -1, 1},         {"I16", -1, 2},        {"U16", -1, 2},          {"U32", -1, 4},
+    {"U64", -1, 8},        {"F8_E4M3", -1, 1},    {"F8_E5M2", -1, 1},
 };
 
 typedef struct entry {
@@ -57,8 +57,8 @@ static int parse_entry(const char *path, const cJSON *item, entry *e)
 {
     const char *name = item->string;
     if (!cJSON_IsObject(item))
-        return clipl__err(CLIPL_EFORMAT, "%s: tensor '%s': header entry is not a JSON object",
-                          path, name);
+        return clipl__err(CLIPL_EFORMAT, "%s: tensor '%s': header entry is not a JSON object", path,
+                          name);
     const cJSON *dt = NULL, *shape = NULL, *offs = NULL, *f;
     cJSON_ArrayForEach(f, item)
     {
@@ -104,8 +104,8 @@ static int parse_entry(const char *path, const cJSON *item, entry *e)
         uint64_t v;
         if (!json_u53(f, &v))
             return clipl__err(CLIPL_EFORMAT,
-                              "%s: tensor '%s': shape entry %d is not a non-negative integer",
-                              path, name, k + 1);
+                              "%s: tensor '%s': shape entry %d is not a non-negative integer", path,
+                              name, k + 1);
         e->shape[k++] = (int64_t)v;
     }
     if (cJSON_GetArraySize(offs) != 2 || !json_u53(cJSON_GetArrayItem(offs, 0), &e->begin) ||
@@ -161,14 +161,16 @@ clipl_tdict *clipl_safetensors_load(const char *path)
     const char *end = NULL;
     root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
     if (!root || !cJSON_IsObject(root)) {
-        clipl__err(CLIPL_EFORMAT, "%s: safetensors header is not valid JSON (near byte %lld)",
-                   path, (long long)(8 + ((root ? end : cJSON_GetErrorPtr()) - hdr)));
+        clipl__err(CLIPL_EFORMAT, "%s: safetensors header is not valid JSON (near byte %lld)", path,
+                   (long long)(8 + ((root ? end : cJSON_GetErrorPtr()) - hdr)));
         goto fail;
     }
     for (; end < hdr + hlen; end++) {
         if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
-            clipl__err(CLIPL_EFORMAT, "%s: safetensors header has bytes after the JSON object "
-                       "(byte %lld)", path, (long long)(8 + (end - hdr)));
+            clipl__err(CLIPL_EFORMAT,
+                       "%s: safetensors header has bytes after the JSON object "
+                       "(byte %lld)",
+                       path, (long long)(8 + (end - hdr)));
             goto fail;
         }
     }
@@ -186,8 +188,7 @@ clipl_tdict *clipl_safetensors_load(const char *path)
     cJSON_ArrayForEach(item, root)
     {
         if (clipl__smap_put(&seen, item->string, 0) == 0) {
-            clipl__err(CLIPL_EFORMAT, "%s: duplicate name '%s' in the header", path,
-                       item->string);
+            clipl__err(CLIPL_EFORMAT, "%s: duplicate name '%s' in the header", path, item->string);
             goto fail;
         }
         if (strcmp(item->string, "__metadata__") == 0) {
@@ -233,16 +234,16 @@ clipl_tdict *clipl_safetensors_load(const char *path)
             goto fail;
         }
         if (i > 0 && order[i]->begin < order[i - 1]->end) {
-            clipl__err(CLIPL_EFORMAT, "%s: tensors '%s' and '%s' overlap in the data section",
-                       path, order[i - 1]->name, order[i]->name);
+            clipl__err(CLIPL_EFORMAT, "%s: tensors '%s' and '%s' overlap in the data section", path,
+                       order[i - 1]->name, order[i]->name);
             goto fail;
         }
     }
     /* tensors in header order */
     for (int i = 0; i < ne; i++) {
         entry *e = &ents[i];
-        clipl_tensor *t = clipl__io_tensor(&f, 8 + hlen + e->begin, e->dtype, e->ndim, e->shape,
-                                           NULL, 0);
+        clipl_tensor *t =
+            clipl__io_tensor(&f, 8 + hlen + e->begin, e->dtype, e->ndim, e->shape, NULL, 0);
         if (!t) {
             clipl__err_prefix("%s: tensor '%s'", path, e->name);
             goto fail;
@@ -266,7 +267,8 @@ fail:
     return NULL;
 }
 
-/* ---- writing ----------------------------------------------------------------------------------- */
+/* ---- writing -----------------------------------------------------------------------------------
+ */
 
 typedef struct sbuf {
     char *p;
@@ -345,8 +347,8 @@ static int cmp_layout(const void *a, const void *b)
 }
 
 int clipl_safetensors_save(const char *path, int n, const char *const *names,
-                           clipl_tensor *const *tensors, int nmeta,
-                           const char *const *meta_keys, const char *const *meta_values)
+                           clipl_tensor *const *tensors, int nmeta, const char *const *meta_keys,
+                           const char *const *meta_values)
 {
     int rc = CLIPL_OK;
     sbuf b = {0};
@@ -368,8 +370,7 @@ int clipl_safetensors_save(const char *path, int n, const char *const *names,
             goto done;
         }
         if (strcmp(names[i], "__metadata__") == 0) {
-            rc = clipl__err(CLIPL_EINVAL, "%s: save_safetensors: '__metadata__' is reserved",
-                            path);
+            rc = clipl__err(CLIPL_EINVAL, "%s: save_safetensors: '__metadata__' is reserved", path);
             goto done;
         }
         if (!st_name(tensors[i]->dt)) {
@@ -380,8 +381,8 @@ int clipl_safetensors_save(const char *path, int n, const char *const *names,
         int r = clipl__smap_put(&seen, names[i], i);
         if (r <= 0) {
             rc = r < 0 ? r
-                       : clipl__err(CLIPL_EINVAL, "%s: save_safetensors: duplicate name '%s'",
-                                    path, names[i]);
+                       : clipl__err(CLIPL_EINVAL, "%s: save_safetensors: duplicate name '%s'", path,
+                                    names[i]);
             goto done;
         }
         w[i].name = names[i];

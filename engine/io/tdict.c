@@ -84,8 +84,10 @@ int clipl__tdict_add_steal(clipl_tdict *d, const char *name, clipl_tensor *t)
     int rc = CLIPL_OK;
     char *copy = NULL;
     if (!d || !name || !t) {
-        rc = clipl__err(CLIPL_EINVAL, "tdict_add: %s is NULL", !d ? "the dict" : !name ? "the name"
-                                                                                 : "the tensor");
+        rc = clipl__err(CLIPL_EINVAL, "tdict_add: %s is NULL",
+                        !d      ? "the dict"
+                        : !name ? "the name"
+                                : "the tensor");
         goto fail;
     }
     if (clipl__smap_get(&d->index, name) >= 0) {
@@ -202,7 +204,8 @@ int clipl_tdict_save_safetensors(const clipl_tdict *d, const char *path)
                                   (const char *const *)d->mvals);
 }
 
-/* ---- format sniffing --------------------------------------------------------------------------- */
+/* ---- format sniffing ---------------------------------------------------------------------------
+ */
 
 clipl_tdict *clipl_load_weights(const char *path)
 {

@@ -146,7 +146,7 @@ int clipl__zip_open(clipl__zip *z, const clipl__mfile *f)
         c += 46 + nlen + elen + clen;
     }
     return CLIPL_OK;
-bad_cd: {
+bad_cd : {
     int k = z->count;
     clipl__zip_close(z);
     return clipl__err(CLIPL_EFORMAT, "%s: zip: corrupt central directory (entry %d)", path, k);
@@ -175,8 +175,8 @@ static int data_offset(const clipl__zip *z, int i, uint64_t *off)
         return clipl__err(CLIPL_EFORMAT,
                           "%s: zip entry '%s': data [%llu, +%llu) runs past the end of the file "
                           "(%zu bytes; truncated?)",
-                          z->f->path, e->name, (unsigned long long)d,
-                          (unsigned long long)e->csize, n);
+                          z->f->path, e->name, (unsigned long long)d, (unsigned long long)e->csize,
+                          n);
     *off = d;
     return CLIPL_OK;
 }
@@ -212,10 +212,9 @@ int clipl__zip_read(const clipl__zip *z, int i, clipl_storage **out)
         return rc;
     /* deflate expands at most ~1032:1; refuse claims beyond that before allocating */
     if (e->usize > e->csize * 1032 + 1024)
-        return clipl__err(CLIPL_EFORMAT,
-                          "%s: zip entry '%s' claims %llu bytes from %llu compressed (corrupt)",
-                          path, e->name, (unsigned long long)e->usize,
-                          (unsigned long long)e->csize);
+        return clipl__err(
+            CLIPL_EFORMAT, "%s: zip entry '%s' claims %llu bytes from %llu compressed (corrupt)",
+            path, e->name, (unsigned long long)e->usize, (unsigned long long)e->csize);
     clipl_storage *s = clipl_storage_new((size_t)e->usize);
     if (!s)
         return clipl_errcode();
@@ -234,8 +233,8 @@ int clipl__zip_read(const clipl__zip *z, int i, clipl_storage **out)
         int zr = Z_OK;
         while (zr == Z_OK) {
             uInt in_chunk = in_left > 0x40000000u ? 0x40000000u : (uInt)in_left;
-            uInt out_chunk = e->usize - out_done > 0x40000000u ? 0x40000000u
-                                                               : (uInt)(e->usize - out_done);
+            uInt out_chunk =
+                e->usize - out_done > 0x40000000u ? 0x40000000u : (uInt)(e->usize - out_done);
             zs.next_in = (Bytef *)(uintptr_t)(src + (e->csize - in_left));
             zs.avail_in = in_chunk;
             zs.next_out = dst + out_done;

@@ -22,7 +22,8 @@
 
 static char tmpdir[256];
 
-/* ---- small helpers ---------------------------------------------------------------------------- */
+/* ---- small helpers ----------------------------------------------------------------------------
+ */
 
 static char *tpath(const char *name)
 {
@@ -139,7 +140,8 @@ static uint32_t crc32_of(const uint8_t *p, size_t n)
     return c ^ 0xffffffffu;
 }
 
-/* ---- a byte buffer, a tiny zip writer and a pickle writer ---------------------------------------- */
+/* ---- a byte buffer, a tiny zip writer and a pickle writer
+ * ---------------------------------------- */
 
 typedef struct buf {
     uint8_t *p;
@@ -157,7 +159,11 @@ static void put(buf *b, const void *s, size_t n)
     memcpy(b->p + b->n, s, n);
     b->n += n;
 }
-static void put8(buf *b, unsigned v) { uint8_t c = (uint8_t)v; put(b, &c, 1); }
+static void put8(buf *b, unsigned v)
+{
+    uint8_t c = (uint8_t)v;
+    put(b, &c, 1);
+}
 static void put16(buf *b, unsigned v) { put8(b, v & 0xff), put8(b, (v >> 8) & 0xff); }
 static void put32(buf *b, uint32_t v) { put16(b, v & 0xffff), put16(b, v >> 16); }
 static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
@@ -363,7 +369,8 @@ static void test_parity(void)
     CHECK(clipl_tdict_count(sr) == 153);
     CHECK(total_numel(sr) == 638166);
     CHECK(strcmp(clipl_tdict_format(sv), "safetensors") == 0);
-    CHECK(clipl_tdict_meta_get(sv, "arch") && strcmp(clipl_tdict_meta_get(sv, "arch"), "tiny_vit") == 0);
+    CHECK(clipl_tdict_meta_get(sv, "arch") &&
+          strcmp(clipl_tdict_meta_get(sv, "arch"), "tiny_vit") == 0);
     CHECK(clipl_tdict_meta_get(sv, "nope") == NULL);
     /* names, shapes and dtypes from the README */
     clipl_tensor *ipw = clipl_tdict_get(sv, "visual.transformer.resblocks.0.attn.in_proj_weight");
@@ -470,7 +477,8 @@ static void test_parity(void)
             bad += !same_tensor(clipl_tdict_tensor(rt, i),
                                 clipl_tdict_get(sv, clipl_tdict_name(rt, i)));
         CHECK(bad == 0);
-        CHECK(strcmp(clipl_tdict_meta_get(rt, "hparams"), clipl_tdict_meta_get(sv, "hparams")) == 0);
+        CHECK(strcmp(clipl_tdict_meta_get(rt, "hparams"), clipl_tdict_meta_get(sv, "hparams")) ==
+              0);
         check_against_raw_safetensors(tpath("rt.safetensors"), rt);
         clipl_tdict_free(rt);
     }
@@ -623,7 +631,7 @@ static void test_npy(void)
     }
     /* header errors name the file */
     const char *badh[] = {
-        "{'descr': '<f4', 'fortran_order': False}",                         /* no shape */
+        "{'descr': '<f4', 'fortran_order': False}",                        /* no shape */
         "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}", /* extra key */
         "{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }",       /* big-endian */
         "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }",       /* complex */
@@ -740,8 +748,8 @@ static void test_safetensors_errors(void)
             raw[i] ^= xors[pat];
         }
     }
-    printf("  header flips that still loaded (a renamed tensor, padding, ...): %d of %zu\n",
-           loaded, 3 * (size_t)(8 + hl));
+    printf("  header flips that still loaded (a renamed tensor, padding, ...): %d of %zu\n", loaded,
+           3 * (size_t)(8 + hl));
     free(raw);
 
     /* hand-made headers: each must fail with EFORMAT/EUNSUPPORTED naming the file */
@@ -767,8 +775,8 @@ static void test_safetensors_errors(void)
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
          "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
          16, "duplicate"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}",
-         8, "'a'"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", 8,
+         "'a'"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"x\":1}}", 8, "field"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, "data_offsets"},
         {"{\"a\":[1]}", 0, "'a'"},
@@ -851,7 +859,8 @@ static void test_safetensors_errors(void)
     clipl_tensor_release(c);
 }
 
-/* ---- PyTorch zips: hand-made ------------------------------------------------------------------ */
+/* ---- PyTorch zips: hand-made ------------------------------------------------------------------
+ */
 
 static void check_state(clipl_tdict *d, const char *what)
 {
@@ -920,7 +929,8 @@ static void test_pt_handmade(void)
         write_pt(tpath("ckpt.pt"), &c, 0);
         d = clipl_load_weights(tpath("ckpt.pt"));
         check_state(d, "checkpoint");
-        CHECK(d && clipl_tdict_meta_get(d, "epoch") && strcmp(clipl_tdict_meta_get(d, "epoch"), "7") == 0);
+        CHECK(d && clipl_tdict_meta_get(d, "epoch") &&
+              strcmp(clipl_tdict_meta_get(d, "epoch"), "7") == 0);
         clipl_tdict_free(d);
         free(c.p);
     }
@@ -1028,7 +1038,8 @@ static void test_pt_handmade(void)
 /* The parity archives truncated through the file and with bytes flipped in the zip structures. */
 static void test_pt_parity_damage(void)
 {
-    static const char *files[] = {PARITY "/tiny_vit/tiny_vit.pt", PARITY "/tiny_vit/tiny_vit_jit.pt",
+    static const char *files[] = {PARITY "/tiny_vit/tiny_vit.pt",
+                                  PARITY "/tiny_vit/tiny_vit_jit.pt",
                                   PARITY "/tiny_vit/tiny_vit.safetensors"};
     for (int k = 0; k < 3; k++) {
         size_t n;
