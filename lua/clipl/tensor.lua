@@ -169,6 +169,9 @@ end
 --- 1-d tensor of values from start to (but excluding) stop by step, as torch.arange:
 -- clip.arange(5) -> 0..4, clip.arange(1, 4) -> 1, 2, 3.
 function M.arange(start, stop, step, dtype)
+    if type(stop) == "string" then
+        stop, dtype = nil, stop
+    end
     if stop == nil then
         start, stop = 0, start
     end
