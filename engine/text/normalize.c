@@ -418,6 +418,10 @@ static int has_prop(pcre2_code *re, uint32_t cp)
     return rc > 0;
 }
 
+/* Case_Ignorable from PCRE2's table (Unicode 14, as Python 3.11); PCRE2 10.42 misses U+180E
+ * MONGOLIAN VOWEL SEPARATOR, a format character (Cf) since Unicode 6.3, which Python has. */
+static int case_ignorable(uint32_t c) { return c == 0x180E || has_prop(re_case_ignorable, c); }
+
 /* CPython's handle_capital_sigma: U+03A3 lowercases to final sigma U+03C2 when preceded by a cased
  * letter and not followed by one (case-ignorable characters skipped on both sides). */
 static uint32_t lower_sigma(const uint32_t *p, size_t n, size_t i)
@@ -430,7 +434,7 @@ static uint32_t lower_sigma(const uint32_t *p, size_t n, size_t i)
     int found = 0;
     while (j > 0) {
         c = p[--j];
-        if (!has_prop(re_case_ignorable, c)) {
+        if (!case_ignorable(c)) {
             found = 1;
             break;
         }
@@ -440,7 +444,7 @@ static uint32_t lower_sigma(const uint32_t *p, size_t n, size_t i)
         size_t k = i + 1;
         for (; k < n; k++) {
             c = p[k];
-            if (!has_prop(re_case_ignorable, c))
+            if (!case_ignorable(c))
                 break;
         }
         final_sigma = k == n || !has_prop(re_cased, c);

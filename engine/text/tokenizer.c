@@ -22,11 +22,12 @@
 #include <zlib.h>
 
 /* OpenAI's pre-tokenizer, compiled with PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS. After cleaning,
- * the only whitespace left is " ". U+0345 is excluded from the last class because under
+ * the only whitespace left is " " (every White_Space run became one), so \s is written " ":
+ * PCRE2's \s would also match U+180E, which is not White_Space. U+0345 is excluded from the last class because under
  * re.IGNORECASE the `regex` module matches it with neither [\p{L}] nor [^\s\p{L}\p{N}] (it case
  * folds to a letter), so Python drops it. */
 static const char PATTERN[] = "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|"
-                              "[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}\\x{345}]+";
+                              "[\\p{L}]+|[\\p{N}]|[^ \\p{L}\\p{N}\\x{345}]+";
 
 enum { OPENAI_MERGES = 49152 - 256 - 2, DEFAULT_CACHE_LIMIT = 200000 };
 
@@ -923,7 +924,7 @@ int clipl_tokenizer_encode(clipl_tokenizer *tok, const char *text, size_t len, i
     int rc = encode(tok, text, len, &v, "tokenizer_encode");
     if (!rc) {
         *n = v.n;
-        if (ids)
+        if (ids && v.n && cap)
             memcpy(ids, v.p, (v.n < cap ? v.n : cap) * sizeof *ids);
     }
     free(v.p);
@@ -934,7 +935,7 @@ int clipl_tokenizer_encode(clipl_tokenizer *tok, const char *text, size_t len, i
 static void put_out(const char *s, size_t len, char *out, size_t cap, size_t *out_len)
 {
     *out_len = len;
-    if (out && cap)
+    if (out && cap && len)
         memcpy(out, s, len < cap ? len : cap);
 }
 
