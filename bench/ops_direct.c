@@ -18,7 +18,7 @@
     do {                                                                                           \
         dnnl_status_t s_ = (call);                                                                 \
         if (s_ != dnnl_success) {                                                                  \
-            fprintf(stderr, "%s:%d: %s failed: %d\n", __FILE__, __LINE__, #call, (int)s_);        \
+            fprintf(stderr, "%s:%d: %s failed: %d\n", __FILE__, __LINE__, #call, (int)s_);         \
             exit(1);                                                                               \
         }                                                                                          \
     } while (0)
@@ -55,7 +55,8 @@ static void run(dnnl_engine_t eng, dnnl_stream_t st, int64_t M, int64_t K, int64
     dnnl_primitive_t prim;
     CK(dnnl_primitive_create(&prim, pd));
 
-    void *src = aligned_alloc(64, (size_t)(M * K) * es), *dst = aligned_alloc(64, (size_t)(M * N) * es);
+    void *src = aligned_alloc(64, (size_t)(M * K) * es),
+         *dst = aligned_alloc(64, (size_t)(M * N) * es);
     void *wplain = aligned_alloc(64, (size_t)(K * N) * es);
     size_t wbytes = (dnnl_memory_desc_get_size(w_md) + 63) / 64 * 64;
     void *w = aligned_alloc(64, wbytes);

@@ -29,9 +29,10 @@ int clipl_attention(const clipl_tensor *q, const clipl_tensor *k, const clipl_te
         (void)T;
     }
     if (!ok)
-        return clipl__err(CLIPL_ESHAPE, "%s: size mismatch, q [%s] %s, k [%s] %s, v [%s] %s "
-                          "(expected [..., T, D], [..., S, D], [..., S, Dv], same dtype)", op,
-                          clipl__tshape(s1, sizeof s1, q), clipl_dtype_name(q->dt),
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: size mismatch, q [%s] %s, k [%s] %s, v [%s] %s "
+                          "(expected [..., T, D], [..., S, D], [..., S, Dv], same dtype)",
+                          op, clipl__tshape(s1, sizeof s1, q), clipl_dtype_name(q->dt),
                           clipl__tshape(s2, sizeof s2, k), clipl_dtype_name(k->dt),
                           clipl__tshape(s3, sizeof s3, v), clipl_dtype_name(v->dt));
     int64_t D = q->shape[nd - 1];
@@ -44,9 +45,11 @@ int clipl_attention(const clipl_tensor *q, const clipl_tensor *k, const clipl_te
         int64_t m = a > b ? a : b;
         m = m > c ? m : c;
         if ((a != m && a != 1) || (b != m && b != 1) || (c != m && c != 1))
-            return clipl__err(CLIPL_ESHAPE, "%s: batch dims do not broadcast, q [%s], k [%s], v "
-                              "[%s]", op, clipl__tshape(s1, sizeof s1, q),
-                              clipl__tshape(s2, sizeof s2, k), clipl__tshape(s3, sizeof s3, v));
+            return clipl__err(CLIPL_ESHAPE,
+                              "%s: batch dims do not broadcast, q [%s], k [%s], v "
+                              "[%s]",
+                              op, clipl__tshape(s1, sizeof s1, q), clipl__tshape(s2, sizeof s2, k),
+                              clipl__tshape(s3, sizeof s3, v));
         sshape[i] = m;
     }
     sshape[nd - 2] = q->shape[nd - 2];
@@ -58,8 +61,10 @@ int clipl_attention(const clipl_tensor *q, const clipl_tensor *k, const clipl_te
             ok = s == 1 || s == sshape[nd - 1 - i];
         }
         if (!ok)
-            return clipl__err(CLIPL_ESHAPE, "%s: mask [%s] does not broadcast to the scores [%s] "
-                              "(q [%s], k [%s])", op, clipl__tshape(s1, sizeof s1, mask),
+            return clipl__err(CLIPL_ESHAPE,
+                              "%s: mask [%s] does not broadcast to the scores [%s] "
+                              "(q [%s], k [%s])",
+                              op, clipl__tshape(s1, sizeof s1, mask),
                               clipl__shape_str(s4, sizeof s4, nd, sshape),
                               clipl__tshape(s2, sizeof s2, q), clipl__tshape(s3, sizeof s3, k));
     }

@@ -63,14 +63,18 @@ int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const cli
     if (ph < 0 || pw < 0 || o->groups < 0)
         return clipl__err(CLIPL_EINVAL, "%s: negative padding or groups", op);
     if (src->ndim != 4 || weights->ndim != 4)
-        return clipl__err(CLIPL_ESHAPE, "%s: expected src [N, C, H, W] and weights [O, C/groups, "
-                          "KH, KW], got [%s] and [%s]", op, clipl__tshape(s1, sizeof s1, src),
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: expected src [N, C, H, W] and weights [O, C/groups, "
+                          "KH, KW], got [%s] and [%s]",
+                          op, clipl__tshape(s1, sizeof s1, src),
                           clipl__tshape(s2, sizeof s2, weights));
     int64_t N = src->shape[0], C = src->shape[1], H = src->shape[2], W = src->shape[3];
     int64_t O = weights->shape[0], KH = weights->shape[2], KW = weights->shape[3];
     if (C % g || O % g || weights->shape[1] * g != C)
-        return clipl__err(CLIPL_ESHAPE, "%s: size mismatch, src [%s] with weights [%s] and "
-                          "groups %lld", op, clipl__tshape(s1, sizeof s1, src),
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: size mismatch, src [%s] with weights [%s] and "
+                          "groups %lld",
+                          op, clipl__tshape(s1, sizeof s1, src),
                           clipl__tshape(s2, sizeof s2, weights), (long long)g);
     if (src->dt != weights->dt)
         return clipl__err(CLIPL_EINVAL, "%s: dtypes differ, src %s and weights %s", op,
@@ -83,9 +87,11 @@ int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const cli
     int64_t eh = (KH - 1) * dh + 1, ew = (KW - 1) * dw + 1;
     int64_t OH = (H + 2 * ph - eh) / sh + 1, OW = (W + 2 * pw - ew) / sw + 1;
     if (H + 2 * ph < eh || W + 2 * pw < ew || OH <= 0 || OW <= 0)
-        return clipl__err(CLIPL_ESHAPE, "%s: kernel %lldx%lld (dilated %lldx%lld) larger than "
-                          "the padded input [%s]", op, (long long)KH, (long long)KW,
-                          (long long)eh, (long long)ew, clipl__tshape(s1, sizeof s1, src));
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: kernel %lldx%lld (dilated %lldx%lld) larger than "
+                          "the padded input [%s]",
+                          op, (long long)KH, (long long)KW, (long long)eh, (long long)ew,
+                          clipl__tshape(s1, sizeof s1, src));
     int64_t oshape[4] = {N, O, OH, OW};
     clipl_tensor *sc = NULL, *wc = NULL, *bc = NULL, *out = clipl_tensor_empty(src->dt, 4, oshape);
     staged ss = {0}, ws = {0}, ds = {0};
@@ -118,15 +124,15 @@ int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const cli
     if (rc)
         goto fail;
     dnnl_dims_t sdims = {N, C, H, W}, ddims = {N, O, OH, OW};
-    if ((rc = clipl__dnnl_check(dnnl_memory_desc_init_by_tag(&sany, 4, sdims, dt,
-                                                             dnnl_format_tag_any),
-                                op, "src descriptor")) ||
-        (rc = clipl__dnnl_check(dnnl_memory_desc_init_by_tag(&wany, wmd.ndims, wmd.dims, dt,
-                                                             dnnl_format_tag_any),
-                                op, "weights descriptor")) ||
-        (rc = clipl__dnnl_check(dnnl_memory_desc_init_by_tag(&dany, 4, ddims, dt,
-                                                             dnnl_format_tag_any),
-                                op, "dst descriptor")))
+    if ((rc = clipl__dnnl_check(
+             dnnl_memory_desc_init_by_tag(&sany, 4, sdims, dt, dnnl_format_tag_any), op,
+             "src descriptor")) ||
+        (rc = clipl__dnnl_check(
+             dnnl_memory_desc_init_by_tag(&wany, wmd.ndims, wmd.dims, dt, dnnl_format_tag_any), op,
+             "weights descriptor")) ||
+        (rc = clipl__dnnl_check(
+             dnnl_memory_desc_init_by_tag(&dany, 4, ddims, dt, dnnl_format_tag_any), op,
+             "dst descriptor")))
         goto fail;
     dnnl_dims_t strides = {sh, sw}, dil = {dh - 1, dw - 1}, pl = {ph, pw}, pr = {ph, pw};
     clipl__key k;

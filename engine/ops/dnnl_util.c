@@ -117,7 +117,7 @@ int clipl__dnnl_check(dnnl_status_t st, const char *op, const char *what)
 {
     if (st == dnnl_success)
         return CLIPL_OK;
-    int code = st == dnnl_unimplemented  ? CLIPL_EUNSUPPORTED
+    int code = st == dnnl_unimplemented   ? CLIPL_EUNSUPPORTED
                : st == dnnl_out_of_memory ? CLIPL_ENOMEM
                                           : CLIPL_EDNNL;
     return clipl__err(code, "%s: %s: oneDNN: %s (status %d)", op, what, status_str(st), (int)st);
@@ -330,7 +330,8 @@ clipl__prim *clipl__prim_put(const clipl__key *k, dnnl_primitive_desc_t pd, cons
     }
     dnnl_status_t st = dnnl_primitive_create(&e->p.prim, pd);
     if (st == dnnl_success) {
-        const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const dnnl_memory_desc_t *smd =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         e->p.scratch_bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
         dnnl_primitive_get_primitive_desc(e->p.prim, &e->p.pd);
     }
@@ -441,7 +442,8 @@ int clipl__prim_exec(clipl__prim *p, int nargs, const clipl__arg *args, const ch
             rc = clipl_errcode();
             goto done;
         }
-        const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
+        const dnnl_memory_desc_t *smd =
+            dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
         st = dnnl_memory_create(&mem[n], smd, eng, s);
         if (st != dnnl_success) {
             rc = clipl__dnnl_check(st, op, "wrapping the scratchpad");
@@ -627,8 +629,10 @@ int clipl__matmul_run(const clipl__mm *mm, const char *op)
     }
     if (mm->no_ref && strncmp(clipl__prim_impl(p), "ref", 3) == 0) {
         clipl__prim_release(p);
-        return clipl__err(CLIPL_EUNSUPPORTED, "%s: only oneDNN's reference kernel takes these "
-                          "strides", op);
+        return clipl__err(CLIPL_EUNSUPPORTED,
+                          "%s: only oneDNN's reference kernel takes these "
+                          "strides",
+                          op);
     }
     clipl__arg args[5];
     int n = 0;
@@ -638,8 +642,8 @@ int clipl__matmul_run(const clipl__mm *mm, const char *op)
         args[n++] = (clipl__arg){DNNL_ARG_BIAS, mm->bias_md, (void *)mm->bias};
     args[n++] = (clipl__arg){DNNL_ARG_DST, mm->dst_md, mm->dst};
     if (mm->binary_md)
-        args[n++] = (clipl__arg){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
-                                 mm->binary_md, (void *)mm->binary};
+        args[n++] = (clipl__arg){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, mm->binary_md,
+                                 (void *)mm->binary};
     rc = clipl__prim_exec(p, n, args, op);
     clipl__prim_release(p);
     return rc;

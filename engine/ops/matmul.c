@@ -41,8 +41,7 @@ static void operand_geom(const clipl_tensor *t, int nd, int64_t *shape, int64_t 
     }
 }
 
-static int shape_err(const char *op, const char *what, const clipl_tensor *a,
-                     const clipl_tensor *b)
+static int shape_err(const char *op, const char *what, const clipl_tensor *a, const clipl_tensor *b)
 {
     char sa[96], sb[96];
     return clipl__err(CLIPL_ESHAPE, "%s: %s, [%s] @ [%s]", op, what,
@@ -52,8 +51,8 @@ static int shape_err(const char *op, const char *what, const clipl_tensor *a,
 /* The core of clipl_matmul once arguments are checked; a and b may be replaced by contiguous
  * copies by the caller. */
 static int matmul_impl(const clipl_tensor *a, const clipl_tensor *b, const clipl_tensor *bias,
-                       clipl_tensor *out, int nd, const clipl_matmul_opts *o, bool sum,
-                       bool no_ref, const char *op)
+                       clipl_tensor *out, int nd, const clipl_matmul_opts *o, bool sum, bool no_ref,
+                       const char *op)
 {
     int64_t ash[CLIPL_MAX_DIMS], ast[CLIPL_MAX_DIMS], bsh[CLIPL_MAX_DIMS], bst[CLIPL_MAX_DIMS];
     operand_geom(a, nd, ash, ast);
@@ -212,7 +211,8 @@ fail:
 bias_bad : {
     char s1[96], s2[96];
     return clipl__err(CLIPL_ESHAPE, "%s: bias [%s] does not broadcast to the result [%s]", op,
-                      clipl__tshape(s1, sizeof s1, bias), clipl__shape_str(s2, sizeof s2, nd, oshape));
+                      clipl__tshape(s1, sizeof s1, bias),
+                      clipl__shape_str(s2, sizeof s2, nd, oshape));
 }
 }
 
@@ -248,8 +248,10 @@ int clipl_linear(const clipl_tensor *x, const clipl_tensor *weight, const clipl_
         return rc;
     if (weight->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != weight->shape[1]) {
         char s1[96], s2[96];
-        return clipl__err(CLIPL_ESHAPE, "%s: size mismatch, x [%s] with weight [%s] (expected "
-                          "[..., in] and [out, in])", op, clipl__tshape(s1, sizeof s1, x),
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: size mismatch, x [%s] with weight [%s] (expected "
+                          "[..., in] and [out, in])",
+                          op, clipl__tshape(s1, sizeof s1, x),
                           clipl__tshape(s2, sizeof s2, weight));
     }
     if (bias && (bias->ndim != 1 || bias->shape[0] != weight->shape[0])) {
@@ -350,18 +352,18 @@ clipl_linear_weights *clipl_linear_prepare(const clipl_tensor *weight, const cli
     dnnl_data_type_t ddt = clipl__dnnl_dt(dtype);
     if ((rc = clipl__dnnl_check(dnnl_memory_desc_init_by_tag(&src_md, 2, sd, ddt, dnnl_ab), op,
                                 "src descriptor")) ||
-        (rc = clipl__dnnl_check(dnnl_memory_desc_init_by_tag(&any_md, 2, wd, ddt,
-                                                             dnnl_format_tag_any),
-                                op, "weights descriptor")) ||
+        (rc = clipl__dnnl_check(
+             dnnl_memory_desc_init_by_tag(&any_md, 2, wd, ddt, dnnl_format_tag_any), op,
+             "weights descriptor")) ||
         (rc = clipl__dnnl_check(dnnl_memory_desc_init_by_tag(&dst_md, 2, dd, ddt, dnnl_ab), op,
                                 "dst descriptor")))
         goto fail;
     if ((rc = clipl__dnnl_attr(&attr, NULL, op)))
         goto fail;
     dnnl_matmul_desc_t desc;
-    if ((rc = clipl__dnnl_check(dnnl_matmul_desc_init(&desc, &src_md, &any_md,
-                                                      bias ? &w->bias_md : NULL, &dst_md),
-                                op, "matmul descriptor")) ||
+    if ((rc = clipl__dnnl_check(
+             dnnl_matmul_desc_init(&desc, &src_md, &any_md, bias ? &w->bias_md : NULL, &dst_md), op,
+             "matmul descriptor")) ||
         (rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
                                 "matmul primitive descriptor")))
         goto fail;
@@ -440,9 +442,11 @@ int clipl_linear_apply(const clipl_linear_weights *w, const clipl_tensor *x, cli
         return rc;
     if (x->ndim < 1 || x->shape[x->ndim - 1] != w->in) {
         char s1[96];
-        return clipl__err(CLIPL_ESHAPE, "%s: size mismatch, x [%s] with weights [%lldx%lld] "
-                          "(expected [..., %lld])", op, clipl__tshape(s1, sizeof s1, x),
-                          (long long)w->out, (long long)w->in, (long long)w->in);
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: size mismatch, x [%s] with weights [%lldx%lld] "
+                          "(expected [..., %lld])",
+                          op, clipl__tshape(s1, sizeof s1, x), (long long)w->out, (long long)w->in,
+                          (long long)w->in);
     }
     if (o->act < 0 || o->act >= CLIPL_ACT_COUNT)
         return clipl__err(CLIPL_EINVAL, "%s: unknown activation %d", op, (int)o->act);

@@ -202,10 +202,9 @@ int clipl_batch_norm(const clipl_tensor *src, const clipl_tensor *mean, const cl
                 rc = clipl_errcode();
                 goto fail;
             }
-            if ((rc = clipl__dnnl_check(
-                     dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_inference,
-                                                                &dmd, (float)eps, flags),
-                     op, "batch norm descriptor")))
+            if ((rc = clipl__dnnl_check(dnnl_batch_normalization_forward_desc_init(
+                                            &desc, dnnl_forward_inference, &dmd, (float)eps, flags),
+                                        op, "batch norm descriptor")))
                 goto fail;
             if ((rc = clipl__dnnl_attr(&attr, NULL, op)))
                 goto fail;

@@ -34,19 +34,24 @@ int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t 
     if (sw <= 0)
         sw = kw;
     if (kh <= 0 || kw <= 0 || ph < 0 || pw < 0 || sh <= 0 || sw <= 0)
-        return clipl__err(CLIPL_EINVAL, "%s: bad kernel %lldx%lld, stride %lldx%lld or padding "
-                          "%lldx%lld", op, (long long)kh, (long long)kw, (long long)sh,
-                          (long long)sw, (long long)ph, (long long)pw);
+        return clipl__err(CLIPL_EINVAL,
+                          "%s: bad kernel %lldx%lld, stride %lldx%lld or padding "
+                          "%lldx%lld",
+                          op, (long long)kh, (long long)kw, (long long)sh, (long long)sw,
+                          (long long)ph, (long long)pw);
     if (2 * ph > kh || 2 * pw > kw)
-        return clipl__err(CLIPL_EINVAL, "%s: padding %lldx%lld must be at most half the kernel "
-                          "%lldx%lld", op, (long long)ph, (long long)pw, (long long)kh,
-                          (long long)kw);
+        return clipl__err(CLIPL_EINVAL,
+                          "%s: padding %lldx%lld must be at most half the kernel "
+                          "%lldx%lld",
+                          op, (long long)ph, (long long)pw, (long long)kh, (long long)kw);
     int64_t H = src->shape[2], W = src->shape[3];
     int64_t OH = pool_out(H, kh, sh, ph, ceil_mode), OW = pool_out(W, kw, sw, pw, ceil_mode);
     if (OH <= 0 || OW <= 0)
-        return clipl__err(CLIPL_ESHAPE, "%s: kernel %lldx%lld (padding %lldx%lld) larger than "
-                          "the input [%s]", op, (long long)kh, (long long)kw, (long long)ph,
-                          (long long)pw, clipl__tshape(s1, sizeof s1, src));
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: kernel %lldx%lld (padding %lldx%lld) larger than "
+                          "the input [%s]",
+                          op, (long long)kh, (long long)kw, (long long)ph, (long long)pw,
+                          clipl__tshape(s1, sizeof s1, src));
     /* right padding that makes oneDNN produce OH x OW (ceil_mode may need more than ph) */
     int64_t prh = (OH - 1) * sh + kh - H - ph, prw = (OW - 1) * sw + kw - W - pw;
     if (prh < ph)
@@ -54,8 +59,10 @@ int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t 
     if (prw < pw)
         prw = pw;
     if (kind == CLIPL_POOL_AVG && (prh > ph || prw > pw))
-        return clipl__err(CLIPL_EUNSUPPORTED, "%s: ceil_mode with count_include_pad is not "
-                          "supported", op);
+        return clipl__err(CLIPL_EUNSUPPORTED,
+                          "%s: ceil_mode with count_include_pad is not "
+                          "supported",
+                          op);
     int64_t oshape[4] = {src->shape[0], src->shape[1], OH, OW};
     clipl_tensor *sc = NULL, *out = clipl_tensor_empty(src->dt, 4, oshape);
     if (!out)
@@ -69,11 +76,10 @@ int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t 
     dnnl_memory_desc_t smd, dmd;
     if ((rc = clipl__dnnl_md(&smd, sc, op)) || (rc = clipl__dnnl_md(&dmd, out, op)))
         goto fail;
-    dnnl_alg_kind_t alg = kind == CLIPL_POOL_MAX ? dnnl_pooling_max
+    dnnl_alg_kind_t alg = kind == CLIPL_POOL_MAX   ? dnnl_pooling_max
                           : kind == CLIPL_POOL_AVG ? dnnl_pooling_avg_include_padding
                                                    : dnnl_pooling_avg_exclude_padding;
-    dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dil = {0, 0}, pl = {ph, pw},
-                pr = {prh, prw};
+    dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dil = {0, 0}, pl = {ph, pw}, pr = {prh, prw};
     clipl__key k;
     clipl__key_init(&k, "pool2d");
     clipl__key_md(&k, &smd);
@@ -95,10 +101,10 @@ int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t 
             rc = clipl_errcode();
             goto fail;
         }
-        if ((rc = clipl__dnnl_check(
-                 dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_inference, alg, &smd, &dmd,
-                                                   strides, kernel, dil, pl, pr),
-                 op, "pooling descriptor")))
+        if ((rc = clipl__dnnl_check(dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_inference,
+                                                                      alg, &smd, &dmd, strides,
+                                                                      kernel, dil, pl, pr),
+                                    op, "pooling descriptor")))
             goto fail;
         if ((rc = clipl__dnnl_attr(&attr, NULL, op)))
             goto fail;

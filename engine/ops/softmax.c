@@ -43,9 +43,9 @@ int clipl_softmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int log)
             rc = clipl_errcode();
             goto fail;
         }
-        if ((rc = clipl__dnnl_check(dnnl_softmax_v2_forward_desc_init(
-                                        &desc, dnnl_forward_inference, alg, &md, &md, d),
-                                    op, "softmax descriptor")))
+        if ((rc = clipl__dnnl_check(
+                 dnnl_softmax_v2_forward_desc_init(&desc, dnnl_forward_inference, alg, &md, &md, d),
+                 op, "softmax descriptor")))
             goto fail;
         if ((rc = clipl__dnnl_attr(&attr, NULL, op)))
             goto fail;

@@ -245,7 +245,8 @@ static void test_matmul_accum(int dt)
 static void test_matmul_errors(void)
 {
     clipl_tensor *a = RND(CLIPL_F32, 2, 3), *b = RND(CLIPL_F32, 4, 5), *y = NULL;
-    CHECK_ERR(clipl_matmul(a, b, NULL, &y, NULL), CLIPL_ESHAPE, "matmul: size mismatch, [2x3] @ [4x5]");
+    CHECK_ERR(clipl_matmul(a, b, NULL, &y, NULL), CLIPL_ESHAPE,
+              "matmul: size mismatch, [2x3] @ [4x5]");
     clipl_tensor *c = RND(CLIPL_F32, 3, 5), *bias = RND(CLIPL_F32, 4);
     CHECK_ERR(clipl_matmul(a, c, bias, &y, NULL), CLIPL_ESHAPE, "bias [4]");
     clipl_tensor *a3 = RND(CLIPL_F32, 2, 2, 3), *c3 = RND(CLIPL_F32, 3, 3, 5);
@@ -263,8 +264,8 @@ static void test_matmul_errors(void)
 }
 
 /* x [.., in] @ w[out, in]^T + b, act; reference via ref_matmul on w^T. */
-static clipl_tensor *ref_linear(const clipl_tensor *x, const clipl_tensor *w,
-                                const clipl_tensor *b, int act, const clipl_tensor *accum)
+static clipl_tensor *ref_linear(const clipl_tensor *x, const clipl_tensor *w, const clipl_tensor *b,
+                                int act, const clipl_tensor *accum)
 {
     clipl_tensor *wt = NULL;
     clipl_tensor_transpose(w, &wt, 0, 1);
@@ -337,7 +338,8 @@ static void test_linear(int dt)
         clipl_tensor_release(ef);
     }
     clipl_tensor *bad = RND(dt, 3, 23);
-    CHECK_ERR(clipl_linear_apply(pw, bad, &y, NULL), CLIPL_ESHAPE, "linear: size mismatch, x [3x23]");
+    CHECK_ERR(clipl_linear_apply(pw, bad, &y, NULL), CLIPL_ESHAPE,
+              "linear: size mismatch, x [3x23]");
     clipl_linear_weights_free(pw);
     clipl_tensor *objs[] = {w, b, xw, x, acc, acc0, bad};
     for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
@@ -350,14 +352,14 @@ static void test_eltwise(int dt)
         int act;
         double a, b, lo, hi;
     } cases[] = {
-        {CLIPL_ACT_RELU, 0, 0, -2, 2},       {CLIPL_ACT_GELU, 0, 0, -3, 3},
-        {CLIPL_ACT_GELU_TANH, 0, 0, -3, 3},  {CLIPL_ACT_QUICK_GELU, 0, 0, -3, 3},
-        {CLIPL_ACT_SIGMOID, 0, 0, -4, 4},    {CLIPL_ACT_TANH, 0, 0, -2, 2},
-        {CLIPL_ACT_EXP, 0, 0, -2, 2},        {CLIPL_ACT_LOG, 0, 0, 0.1, 3},
-        {CLIPL_ACT_SQRT, 0, 0, 0, 4},        {CLIPL_ACT_ABS, 0, 0, -2, 2},
+        {CLIPL_ACT_RELU, 0, 0, -2, 2},        {CLIPL_ACT_GELU, 0, 0, -3, 3},
+        {CLIPL_ACT_GELU_TANH, 0, 0, -3, 3},   {CLIPL_ACT_QUICK_GELU, 0, 0, -3, 3},
+        {CLIPL_ACT_SIGMOID, 0, 0, -4, 4},     {CLIPL_ACT_TANH, 0, 0, -2, 2},
+        {CLIPL_ACT_EXP, 0, 0, -2, 2},         {CLIPL_ACT_LOG, 0, 0, 0.1, 3},
+        {CLIPL_ACT_SQRT, 0, 0, 0, 4},         {CLIPL_ACT_ABS, 0, 0, -2, 2},
         {CLIPL_ACT_CLAMP, -0.5, 0.25, -1, 1}, {CLIPL_ACT_LINEAR, 2.5, -1, -1, 1},
-        {CLIPL_ACT_POW, 1.5, 3, -1, 1},      {CLIPL_ACT_SWISH, 0.7, 0, -3, 3},
-        {CLIPL_ACT_SQUARE, 0, 0, -2, 2},     {CLIPL_ACT_SOFTPLUS, 0, 0, -3, 3},
+        {CLIPL_ACT_POW, 1.5, 3, -1, 1},       {CLIPL_ACT_SWISH, 0.7, 0, -3, 3},
+        {CLIPL_ACT_SQUARE, 0, 0, -2, 2},      {CLIPL_ACT_SOFTPLUS, 0, 0, -3, 3},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         clipl_tensor *base = clipl_tensor_empty(CLIPL_F32, 2, (int64_t[]){17, 7}), *b2 = NULL,
@@ -437,7 +439,8 @@ static void test_layer_norm(int dt)
     for (int nn = 1; nn <= 2; nn++) {
         int64_t N = nn == 1 ? 7 : 35, M = 105 / N;
         double *v = dbl(x), *wv = dbl(w), *bv = dbl(b);
-        double *mean = malloc(sizeof(double) * (size_t)M), *rstd = malloc(sizeof(double) * (size_t)M);
+        double *mean = malloc(sizeof(double) * (size_t)M),
+               *rstd = malloc(sizeof(double) * (size_t)M);
         for (int64_t r = 0; r < M; r++) {
             double m = 0, var = 0;
             for (int64_t j = 0; j < N; j++)
@@ -449,18 +452,20 @@ static void test_layer_norm(int dt)
             mean[r] = m;
             rstd[r] = 1 / sqrt(var + eps);
             for (int64_t j = 0; j < N; j++)
-                v[r * N + j] = (v[r * N + j] - m) * rstd[r] * (nn == 2 ? wv[j] : 1) +
-                               (nn == 2 ? bv[j] : 0);
+                v[r * N + j] =
+                    (v[r * N + j] - m) * rstd[r] * (nn == 2 ? wv[j] : 1) + (nn == 2 ? bv[j] : 0);
         }
         clipl_tensor *e = ref_tensor(v, 3, x->shape), *y = NULL, *mt = NULL, *rt = NULL;
-        clipl_tensor *em = ref_tensor(mean, 3 - nn, x->shape), *er = ref_tensor(rstd, 3 - nn, x->shape);
+        clipl_tensor *em = ref_tensor(mean, 3 - nn, x->shape),
+                     *er = ref_tensor(rstd, 3 - nn, x->shape);
         clipl_tensor *w1 = NULL, *b1 = NULL;
         if (nn == 2) {
             w1 = clipl_tensor_retain(w);
             b1 = clipl_tensor_retain(b);
         }
         CHECK_OK(clipl_layer_norm(x, nn, w1, b1, &y, eps, &mt, &rt));
-        CHECK_CLOSE(y, e, tol_for(dt), nn == 1 ? "layer_norm last dim" : "layer_norm last 2 dims + affine");
+        CHECK_CLOSE(y, e, tol_for(dt),
+                    nn == 1 ? "layer_norm last dim" : "layer_norm last 2 dims + affine");
         /* statistics are computed in f32 from the (rounded) inputs, so f32 accuracy */
         CHECK_CLOSE(mt, em, 1e-5, "layer_norm mean");
         CHECK_CLOSE(rt, er, 1e-4, "layer_norm rstd"); /* 1/sqrt amplifies var's rounding */
@@ -505,8 +510,10 @@ static clipl_tensor *ref_conv(const clipl_tensor *x, const clipl_tensor *w, cons
                     for (int64_t c = 0; c < CG; c++)
                         for (int64_t kh = 0; kh < KH; kh++)
                             for (int64_t kw = 0; kw < KW; kw++) {
-                                int64_t ih = oh * o->stride[0] - o->padding[0] + kh * o->dilation[0];
-                                int64_t iw = ow * o->stride[1] - o->padding[1] + kw * o->dilation[1];
+                                int64_t ih =
+                                    oh * o->stride[0] - o->padding[0] + kh * o->dilation[0];
+                                int64_t iw =
+                                    ow * o->stride[1] - o->padding[1] + kw * o->dilation[1];
                                 if (ih < 0 || ih >= H || iw < 0 || iw >= W)
                                     continue;
                                 s += X[((n * C + gi * CG + c) * H + ih) * W + iw] *
@@ -536,8 +543,13 @@ static void test_conv(int dt)
         clipl_tensor *x = RND(dt, cases[i].n, cases[i].c, cases[i].h, cases[i].w);
         clipl_tensor *w = RND(dt, cases[i].o, cases[i].c / cases[i].g, cases[i].kh, cases[i].kw);
         clipl_tensor *b = i % 2 ? NULL : RND(CLIPL_F32, cases[i].o), *y = NULL;
-        clipl_conv2d_opts o = {{cases[i].s, cases[i].s}, {cases[i].p, cases[i].p},
-                               {cases[i].d, cases[i].d}, cases[i].g, cases[i].act, 0, 0};
+        clipl_conv2d_opts o = {{cases[i].s, cases[i].s},
+                               {cases[i].p, cases[i].p},
+                               {cases[i].d, cases[i].d},
+                               cases[i].g,
+                               cases[i].act,
+                               0,
+                               0};
         clipl_tensor *e = ref_conv(x, w, b, &o);
         char label[64];
         snprintf(label, sizeof label, "conv2d case %zu %s", i, clipl_dtype_name(dt));
@@ -582,7 +594,8 @@ static void test_batch_norm(int dt)
     CHECK_CLOSE(y, e, tol_for(dt), "batch_norm inference");
 
     /* folding into a conv: conv(x, w', b') == bn(conv(x, w, b)) */
-    clipl_tensor *w = RND(CLIPL_F32, C, 3, 3, 3), *cb = RND(CLIPL_F32, C), *xi = RND(CLIPL_F32, 1, 3, 6, 6);
+    clipl_tensor *w = RND(CLIPL_F32, C, 3, 3, 3), *cb = RND(CLIPL_F32, C),
+                 *xi = RND(CLIPL_F32, 1, 3, 6, 6);
     clipl_tensor *wf = NULL, *bf = NULL, *c1 = NULL, *c2 = NULL, *bn = NULL;
     CHECK_OK(clipl_fold_batch_norm(w, cb, mean, var, g, be, eps, &wf, &bf));
     CHECK_OK(clipl_conv2d(xi, w, cb, &c1, NULL));
@@ -609,9 +622,12 @@ static void test_pool(int dt)
         int64_t k, s, p;
         int ceil;
     } cases[] = {
-        {CLIPL_POOL_MAX, 3, 2, 1, 0}, {CLIPL_POOL_MAX, 2, 2, 0, 1},
-        {CLIPL_POOL_AVG, 3, 2, 1, 0}, {CLIPL_POOL_AVG, 2, 2, 0, 0},
-        {CLIPL_POOL_AVG_EXCLUDE_PAD, 3, 2, 1, 0}, {CLIPL_POOL_AVG, 7, 1, 0, 0},
+        {CLIPL_POOL_MAX, 3, 2, 1, 0},
+        {CLIPL_POOL_MAX, 2, 2, 0, 1},
+        {CLIPL_POOL_AVG, 3, 2, 1, 0},
+        {CLIPL_POOL_AVG, 2, 2, 0, 0},
+        {CLIPL_POOL_AVG_EXCLUDE_PAD, 3, 2, 1, 0},
+        {CLIPL_POOL_AVG, 7, 1, 0, 0},
     };
     clipl_tensor *x = RND(dt, 2, 3, 7, 9);
     double *X = dbl(x);
@@ -646,7 +662,7 @@ static void test_pool(int dt)
                             sum += v;
                             cnt++;
                         }
-                    double r = cases[c].kind == CLIPL_POOL_MAX ? mx
+                    double r = cases[c].kind == CLIPL_POOL_MAX   ? mx
                                : cases[c].kind == CLIPL_POOL_AVG ? sum / (double)(k * k)
                                                                  : sum / cnt;
                     out[(nc * OH + oh) * OW + ow] = r;
@@ -669,7 +685,8 @@ static void test_pool(int dt)
 static void test_attention(int dt)
 {
     int64_t B = 2, H = 3, T = 5, S = 7, D = 4;
-    clipl_tensor *qb = RND(dt, B, T, H, D), *q = NULL, *k = RND(dt, B, H, S, D), *v = RND(dt, B, H, S, D);
+    clipl_tensor *qb = RND(dt, B, T, H, D), *q = NULL, *k = RND(dt, B, H, S, D),
+                 *v = RND(dt, B, H, S, D);
     clipl_tensor_permute(qb, &q, 4, (int[]){0, 2, 1, 3}); /* [B, H, T, D], non-contiguous */
     clipl_tensor *mask = clipl_tensor_zeros(CLIPL_F32, 2, (int64_t[]){T, S});
     for (int64_t t = 0; t < T; t++)
@@ -721,7 +738,8 @@ static void test_attention(int dt)
     CHECK_ERR(clipl_attention(q, k, v, bad, &y, 0, NULL), CLIPL_ESHAPE,
               "attention: mask [5x8] does not broadcast to the scores [2x3x5x7]");
     clipl_tensor *v2 = RND(dt, B, H, S + 1, D);
-    CHECK_ERR(clipl_attention(q, k, v2, NULL, &y, 0, NULL), CLIPL_ESHAPE, "attention: size mismatch");
+    CHECK_ERR(clipl_attention(q, k, v2, NULL, &y, 0, NULL), CLIPL_ESHAPE,
+              "attention: size mismatch");
     clipl_tensor *objs[] = {qb, q, k, v, mask, bad, v2};
     for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
         clipl_tensor_release(objs[i]);
