@@ -282,12 +282,12 @@ CLIPL_API int clipl_act_from_name(const char *name);
 /* Options of matmul and linear (NULL means all defaults: no activation, scale 1, no accumulate).
  * Result = act(scale * (a @ b) + bias) [+ sum_scale * accum]. */
 typedef struct clipl_matmul_opts {
-    int32_t act;          /* clipl_act applied after the bias */
-    float alpha, beta;    /* parameters of act (see clipl_act) */
-    float scale;          /* multiplies a @ b before the bias; 0 is read as 1 */
-    float sum_scale;      /* weight of accum in the sum; 0 is read as 1 */
-    clipl_tensor *accum;  /* borrowed; when set, the result is added into it in place (residual
-                             adds) and *dst receives a new reference to accum */
+    int32_t act;         /* clipl_act applied after the bias */
+    float alpha, beta;   /* parameters of act (see clipl_act) */
+    float scale;         /* multiplies a @ b before the bias; 0 is read as 1 */
+    float sum_scale;     /* weight of accum in the sum; 0 is read as 1 */
+    clipl_tensor *accum; /* borrowed; when set, the result is added into it in place (residual
+                            adds) and *dst receives a new reference to accum */
 } clipl_matmul_opts;
 
 /* Batched matrix product: a [..., M, K] @ b [..., K, N] -> dst [..., M, N]. Leading (batch) dims
@@ -348,8 +348,8 @@ CLIPL_API int clipl_batch_norm(const clipl_tensor *src, const clipl_tensor *mean
  * dtype). *w_out, *b_out: new references. */
 CLIPL_API int clipl_fold_batch_norm(const clipl_tensor *weights, const clipl_tensor *bias,
                                     const clipl_tensor *mean, const clipl_tensor *var,
-                                    const clipl_tensor *gamma, const clipl_tensor *beta,
-                                    double eps, clipl_tensor **w_out, clipl_tensor **b_out);
+                                    const clipl_tensor *gamma, const clipl_tensor *beta, double eps,
+                                    clipl_tensor **w_out, clipl_tensor **b_out);
 
 /* Layer norm over the last norm_ndim dims of src (any leading shape): weight and bias (each
  * optional, NULL) have those dims' shape (or as many elements). When mean/rstd are not NULL they
@@ -371,8 +371,8 @@ CLIPL_API int clipl_eltwise_(clipl_tensor *t, int act, double alpha, double beta
 
 typedef enum clipl_pool_kind {
     CLIPL_POOL_MAX = 0,
-    CLIPL_POOL_AVG = 1,             /* padding counts in the divisor (PyTorch's default) */
-    CLIPL_POOL_AVG_EXCLUDE_PAD = 2  /* count_include_pad = False */
+    CLIPL_POOL_AVG = 1,            /* padding counts in the divisor (PyTorch's default) */
+    CLIPL_POOL_AVG_EXCLUDE_PAD = 2 /* count_include_pad = False */
 } clipl_pool_kind;
 
 /* 2-d pooling of src [N, C, H, W] -> dst [N, C, OH, OW] with kernel (kh, kw), stride (sh, sw;
