@@ -18,7 +18,7 @@ fails=0
 runs=0
 sock=
 T() { tmux -L "$sock" "$@"; }
-cleanup() { [ -n "$sock" ] && T kill-server >/dev/null 2>&1; rm -rf "$tmp"; }
+cleanup() { [ -n "$sock" ] && T kill-server >/dev/null 2>&1; sleep 0.2; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 # start: a new REPL in a new private server (a fresh socket each time: no race with the old one)
@@ -56,17 +56,23 @@ clear_screen() { T send-keys -t t C-u; T clear-history -t t; T send-keys -t t C-
 start
 type_line 't = clip.tensor{{1, 2}, {3, 4}}'
 # completion of a tensor method through the Tensor table
-T send-keys -t t -l 't:si'; T send-keys -t t Tab; sleep 0.3; type_line '()'
-check "tab completes t:si -> t:size()" '^\{2, 2\}$'
+T send-keys -t t -l 't:siz'; T send-keys -t t Tab; sleep 0.3; type_line '()'
+check "tab completes t:siz -> t:size()" '^\{2, 2\}$'
 if "$bin" -e 'os.exit(clip.Tensor.softmax and 0 or 1)' 2>/dev/null; then
-    T send-keys -t t -l 'r = t:so'; T send-keys -t t Tab; sleep 0.3; type_line '(-1); print(r:size()[2])'
-    check "tab completes t:so -> t:softmax" '^> r = t:softmax\(-1\); print'
+    # t:so has several methods (softmax, softplus, ...): Tab completes the common part t:soft and
+    # a second Tab lists them; then t:softm completes to t:softmax
+    T send-keys -t t -l 'r = t:so'; T send-keys -t t Tab Tab; sleep 0.5
+    check "tab tab lists t:softmax among the t:so methods" 't:softmax'
+    T send-keys -t t -l 'm'; T send-keys -t t Tab; sleep 0.3
+    type_line '(-1); print(r:size()[2])'
+    check "tab completes t:softm -> t:softmax" '^> r = t:softmax\(-1\); print'
 fi
 # completion of fields of the API table, and the list shown on a second Tab
 T send-keys -t t -l 'clip.zer'; T send-keys -t t Tab; sleep 0.3; type_line '({3}):numel()'
 check "tab completes clip.zer -> clip.zeros" '^3$'
 T send-keys -t t -l 't:s'; T send-keys -t t Tab Tab; sleep 0.5
-check "double tab lists candidates" 't:size +.*t:stride|t:stride +.*t:size'
+check "double tab lists candidates (t:size)" '(^| )t:size( |$)'
+check "double tab lists candidates (t:squeeze)" '(^| )t:squeeze( |$)'
 T send-keys -t t C-u; T send-keys -t t Enter
 
 clear_screen
@@ -125,6 +131,7 @@ start
 T send-keys -t t Up; sleep 0.3
 check "Up recalls the previous session's history" '^> \?clip\.tensor$'
 T send-keys -t t C-u C-d
+wait_for '^clipl-exit=' 5
 
 if [ "$fails" -ne 0 ]; then
     echo "$fails REPL check(s) failed"
