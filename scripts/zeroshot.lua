@@ -31,29 +31,7 @@ local args = cli.parser {
     positional = {{"inputs", nargs = "*", help = "image files or folders"}},
 }:parse(arg)
 
-local IMAGE_EXT = {jpg = true, jpeg = true, png = true, webp = true, tif = true, tiff = true,
-    gif = true, heic = true, heif = true, avif = true, bmp = true}
-
---- Image files under the inputs (folders are walked recursively, sorted).
-local function collect(inputs)
-    local files = {}
-    for _, p in ipairs(inputs) do
-        local pipe = io.popen('find "' .. p:gsub('"', '\\"') .. '" -type f 2>/dev/null | sort')
-        local found = false
-        for f in pipe:lines() do
-            found = true
-            local ext = f:match("%.([%w]+)$")
-            if f == p or (ext and IMAGE_EXT[ext:lower()]) then
-                files[#files + 1] = f
-            end
-        end
-        pipe:close()
-        if not found then
-            files[#files + 1] = p -- reported as unreadable below
-        end
-    end
-    return files
-end
+local collect = require("clipl.files").images
 
 local function read_labels()
     local labels = {}

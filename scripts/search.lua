@@ -1,0 +1,69 @@
+-- Search an index by text or by image; list near-duplicates
+--
+--   clipl search --index photos.safetensors "a dog on a beach"
+--   clipl search --index photos.safetensors --image query.jpg --top 5 --format json
+--   clipl search --index photos.safetensors --dedup 0.95
+local clip = require "clipl"
+local cli = require "clipl.cli"
+local cjson = require "cjson"
+
+local args = cli.parser {
+    name = "search",
+    description = "Search an embedding index by text or image (cosine similarity)",
+    options = {
+        {"-i", "--index", arg = "INDEX", required = true, help = "index made by clipl embed"},
+        {"-m", "--model", arg = "M", help = "the model that made the index " ..
+            "(default: the bundled model)"},
+        {"--image", arg = "FILE", help = "search with an image instead of text"},
+        {"-k", "--top", arg = "K", type = "number", default = 10, help = "results to show"},
+        {"--format", arg = "FMT", default = "table", choices = {"table", "json"},
+            help = "output format"},
+        {"--dedup", arg = "THRESHOLD", type = "number",
+            help = "list pairs of items with cosine similarity >= THRESHOLD"},
+    },
+    positional = {{"query", nargs = "?", help = "a text query"}},
+}:parse(arg)
+
+local index = clip.index.open(args.index)
+if index:size() == 0 then
+    cli.die("search", args.index .. ": no such index (make one with `clipl embed`)")
+end
+
+if args.dedup then
+    local pairs_ = index:duplicates(args.dedup)
+    if args.format == "json" then
+        io.write(cjson.encode(pairs_), "\n")
+    else
+        for _, p in ipairs(pairs_) do
+            print(string.format("%.4f  %s  %s", p.score, p.a, p.b))
+        end
+        io.stderr:write(#pairs_, " pair(s) at or above ", args.dedup, "\n")
+    end
+    os.exit(0)
+end
+
+if not args.query and not args.image then
+    cli.die("search", "give a text query or --image FILE")
+end
+
+local model = clip.load(args.model)
+local query
+if args.image then
+    local img = clip.preprocess(clip.image.load(args.image), model:info().image_resolution)
+    query = model:encode_image(img:unsqueeze(1))
+else
+    query = model:encode_text(model:tokenize({args.query}, {truncate = true}))
+end
+
+local hits = index:search(query, args.top)
+if args.format == "json" then
+    local out = {}
+    for i, h in ipairs(hits) do
+        out[i] = {path = h.path, score = h.score}
+    end
+    io.write(cjson.encode(out), "\n")
+else
+    for _, h in ipairs(hits) do
+        print(string.format("%.4f  %s", h.score, h.path))
+    end
+end
