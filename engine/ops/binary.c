@@ -2,15 +2,14 @@
  * binary.c - elementwise binary ops with NumPy broadcasting: add/sub/mul/div/pow/maximum/minimum
  * and comparisons, tensor-tensor, tensor-scalar and in place.
  *
- * Contiguous f32/bf16 cases where the first operand already has the output's shape run on oneDNN's
- * binary primitive (cached per shape); everything else runs on strided C loops over
- * clipl__iter, split over OpenMP threads when large.
+ * Dense f32/bf16 cases where the first operand already has the output's shape run on oneDNN's
+ * binary primitive (through the shared primitive cache of dnnl_util); everything else runs on
+ * strided C loops over clipl__iter, split over OpenMP threads when large.
  */
+#include "dnnl_util.h"
 #include "plain.h"
 
-#include <dnnl.h>
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
 
 static const char *const op_names[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum",
@@ -204,64 +203,12 @@ static void row(const kernel *k, char *po, int64_t so, const char *pa, int64_t s
 
 /* ---- oneDNN path ---- */
 
-static pthread_once_t dnnl_once = PTHREAD_ONCE_INIT;
-static dnnl_engine_t dnnl_eng;
-static _Thread_local dnnl_stream_t dnnl_strm;
-
-static void dnnl_init(void)
-{
-    if (dnnl_engine_create(&dnnl_eng, dnnl_cpu, 0) != dnnl_success)
-        dnnl_eng = NULL;
-}
-
-/* A small cache of binary primitives keyed by everything that defines them. */
-typedef struct {
-    int alg, dt, ndim;
-    float alpha;
-    dnnl_dims_t dims, sa, bdims, sb; /* oneDNN takes full DNNL_MAX_NDIMS arrays */
-} prim_key;
-
-enum { PRIM_CACHE = 16 };
-static struct {
-    prim_key key;
-    dnnl_primitive_t prim;
-    int busy;      /* executions in flight: an entry is only evicted when idle */
-    uint64_t used; /* last use, for LRU eviction */
-} prim_cache[PRIM_CACHE];
-static uint64_t prim_clock;
-static pthread_mutex_t prim_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static dnnl_primitive_t make_prim(const prim_key *k)
-{
-    dnnl_memory_desc_t ma, mb, mo;
-    dnnl_binary_desc_t bd;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_data_type_t dt = k->dt == CLIPL_F32 ? dnnl_f32 : dnnl_bf16;
-    if (dnnl_memory_desc_init_by_strides(&ma, k->ndim, k->dims, dt, k->sa) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&mb, k->ndim, k->bdims, dt, k->sb) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&mo, k->ndim, k->dims, dt, NULL) != dnnl_success ||
-        dnnl_binary_desc_init(&bd, (dnnl_alg_kind_t)k->alg, &ma, &mb, &mo) != dnnl_success ||
-        dnnl_primitive_attr_create(&attr) != dnnl_success)
-        return NULL;
-    if (k->alpha != 1.0f &&
-        dnnl_primitive_attr_set_scales(attr, DNNL_ARG_SRC_1, 1, 0, &k->alpha) != dnnl_success)
-        goto done;
-    if (dnnl_primitive_desc_create(&pd, &bd, attr, dnnl_eng, NULL) != dnnl_success)
-        goto done;
-    if (dnnl_primitive_create(&prim, pd) != dnnl_success)
-        prim = NULL;
-done:
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
-    dnnl_primitive_attr_destroy(attr);
-    return prim;
-}
-
-/* Runs out = a op b on oneDNN when it fits. Returns 1 when done, 0 to fall back to C loops. */
-static int try_dnnl(int op, const clipl_tensor *a, const clipl_tensor *b, clipl_tensor *out,
-                    float alpha)
+/* Runs out = a op b on oneDNN's binary primitive (cached in the shared primitive cache) when it
+ * fits: f32/bf16 throughout, a with out's shape, all three dense (oneDNN 2.6 has fast kernels for
+ * dense operands only; strided ones fall to its reference code, far slower than our loops).
+ * Returns 1 when done, 0 to use the C loops, or a negative status when execution failed. */
+static int try_dnnl(const char *name, int op, const clipl_tensor *a, const clipl_tensor *b,
+                    clipl_tensor *out, float alpha)
 {
     static const int algs[] = {
         dnnl_binary_add, dnnl_binary_sub, dnnl_binary_mul, dnnl_binary_div, -1,
@@ -269,96 +216,60 @@ static int try_dnnl(int op, const clipl_tensor *a, const clipl_tensor *b, clipl_
 #ifdef CLIPL_PLAIN_NO_DNNL /* build knob to measure the C loops against oneDNN */
     return 0;
 #endif
-    if (op < 0 || op > CLIPL_BIN_MIN || algs[op] < 0 ||
-        (op == CLIPL_BIN_ADD && alpha != 1.0f && out->dt != CLIPL_F32))
+    /* max/min: oneDNN's do not propagate NaN as ours do */
+    if (op < 0 || op > CLIPL_BIN_DIV || algs[op] < 0)
         return 0;
     if (out->dt != a->dt || out->dt != b->dt || (out->dt != CLIPL_F32 && out->dt != CLIPL_BF16))
         return 0;
-    if (op >= CLIPL_BIN_MAX) /* oneDNN's max/min do not propagate NaN like ours */
-        return 0;
-    /* oneDNN 2.6 only has fast (jit) kernels for dense operands; strided ones fall to its
-     * reference code, which is far slower than our loops */
     if (out->ndim == 0 || a->ndim != out->ndim || !clipl__same_shape(a, out) ||
         clipl_tensor_numel(out) < PLAIN_PAR_MIN || !clipl_tensor_is_contiguous(out) ||
         !clipl_tensor_is_contiguous(a) || !clipl_tensor_is_contiguous(b))
         return 0;
-    pthread_once(&dnnl_once, dnnl_init);
-    if (!dnnl_eng)
-        return 0;
-    prim_key key;
-    memset(&key, 0, sizeof key);
-    key.alg = algs[op];
-    key.dt = out->dt;
-    key.ndim = out->ndim;
-    key.alpha = op == CLIPL_BIN_ADD ? alpha : 1.0f;
-    /* both operands are dense: describe them with plain row-major strides (b right-aligned, its
-     * broadcast dims of size 1), the layout oneDNN's jit kernels expect */
+    /* b right-aligned with size-1 broadcast dims; plain row-major strides for both */
+    int64_t bdims[CLIPL_MAX_DIMS], sa[CLIPL_MAX_DIMS], sb[CLIPL_MAX_DIMS];
     int lead = out->ndim - b->ndim;
-    for (int i = 0; i < out->ndim; i++) {
-        key.dims[i] = out->shape[i];
-        key.bdims[i] = i < lead ? 1 : b->shape[i - lead];
+    for (int i = 0; i < out->ndim; i++)
+        bdims[i] = i < lead ? 1 : b->shape[i - lead];
+    clipl__contiguous_strides(out->ndim, out->shape, sa);
+    clipl__contiguous_strides(out->ndim, bdims, sb);
+    dnnl_memory_desc_t ma, mb;
+    if (clipl__dnnl_md_dims(&ma, out->ndim, out->shape, sa, out->dt, name) ||
+        clipl__dnnl_md_dims(&mb, out->ndim, bdims, sb, out->dt, name))
+        goto fallback;
+    clipl__key k;
+    clipl__key_init(&k, "binary");
+    clipl__key_add(&k, algs[op]);
+    clipl__key_addf(&k, alpha);
+    clipl__key_md(&k, &ma);
+    clipl__key_md(&k, &mb);
+    clipl__prim *p = clipl__prim_get(&k);
+    if (!p) {
+        dnnl_engine_t eng = clipl__dnnl_engine(name);
+        dnnl_binary_desc_t bd;
+        dnnl_primitive_attr_t attr;
+        dnnl_primitive_desc_t pd;
+        if (!eng ||
+            dnnl_binary_desc_init(&bd, (dnnl_alg_kind_t)algs[op], &ma, &mb, &ma) != dnnl_success ||
+            clipl__dnnl_attr(&attr, NULL, name))
+            goto fallback;
+        dnnl_status_t st = dnnl_success;
+        if (alpha != 1.0f)
+            st = dnnl_primitive_attr_set_scales(attr, DNNL_ARG_SRC_1, 1, 0, &alpha);
+        if (st == dnnl_success)
+            st = dnnl_primitive_desc_create(&pd, &bd, attr, eng, NULL);
+        dnnl_primitive_attr_destroy(attr);
+        if (st != dnnl_success || !(p = clipl__prim_put(&k, pd, name)))
+            goto fallback;
     }
-    clipl__contiguous_strides(out->ndim, key.dims, key.sa);
-    clipl__contiguous_strides(out->ndim, key.bdims, key.sb);
-    pthread_mutex_lock(&prim_lock);
-    int slot = -1, victim = -1;
-    for (int i = 0; i < PRIM_CACHE && slot < 0; i++) {
-        if (prim_cache[i].prim && memcmp(&prim_cache[i].key, &key, sizeof key) == 0)
-            slot = i;
-        else if (!prim_cache[i].busy &&
-                 (victim < 0 || prim_cache[i].used < prim_cache[victim].used))
-            victim = i; /* empty slots have used == 0 and win */
-    }
-    if (slot < 0) {
-        if (victim < 0) {
-            pthread_mutex_unlock(&prim_lock);
-            return 0;
-        }
-        dnnl_primitive_t p = make_prim(&key);
-        if (!p) {
-            pthread_mutex_unlock(&prim_lock);
-            return 0;
-        }
-        if (prim_cache[victim].prim)
-            dnnl_primitive_destroy(prim_cache[victim].prim);
-        prim_cache[victim].prim = p;
-        prim_cache[victim].key = key;
-        slot = victim;
-    }
-    prim_cache[slot].busy++;
-    prim_cache[slot].used = ++prim_clock;
-    dnnl_primitive_t prim = prim_cache[slot].prim;
-    pthread_mutex_unlock(&prim_lock);
-
-    int ok = 0;
-    dnnl_primitive_desc_t pd;
-    const dnnl_memory_desc_t *md[3];
-    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
-    if (!dnnl_strm && dnnl_stream_create(&dnnl_strm, dnnl_eng, dnnl_stream_default_flags))
-        dnnl_strm = NULL;
-    if (dnnl_strm && dnnl_primitive_get_primitive_desc(prim, (const_dnnl_primitive_desc_t *)&pd) ==
-                         dnnl_success) {
-        md[0] = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-        md[1] = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 1);
-        md[2] = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-        void *ptrs[3] = {a->ptr, b->ptr, out->ptr};
-        int nok = 0;
-        for (int i = 0; i < 3; i++)
-            nok += md[i] && dnnl_memory_create(&mem[i], md[i], dnnl_eng, ptrs[i]) == dnnl_success;
-        if (nok == 3) {
-            dnnl_exec_arg_t args[3] = {
-                {DNNL_ARG_SRC_0, mem[0]}, {DNNL_ARG_SRC_1, mem[1]}, {DNNL_ARG_DST, mem[2]}};
-            ok = dnnl_primitive_execute(prim, dnnl_strm, 3, args) == dnnl_success &&
-                 dnnl_stream_wait(dnnl_strm) == dnnl_success;
-        }
-        for (int i = 0; i < 3; i++)
-            if (mem[i])
-                dnnl_memory_destroy(mem[i]);
-    }
-    pthread_mutex_lock(&prim_lock);
-    prim_cache[slot].busy--;
-    pthread_mutex_unlock(&prim_lock);
-    return ok;
+    clipl__arg args[3] = {{DNNL_ARG_SRC_0, &ma, a->ptr},
+                          {DNNL_ARG_SRC_1, &mb, b->ptr},
+                          {DNNL_ARG_DST, &ma, out->ptr}};
+    int rc = clipl__prim_exec(p, 3, args, name);
+    clipl__prim_release(p);
+    return rc ? rc : 1;
+fallback:
+    clipl_errclear(); /* oneDNN declined: the C loops compute the same thing */
+    return 0;
 }
 
 /* ---- drivers ---- */
@@ -386,8 +297,11 @@ static int run(const char *name, int op, const clipl_tensor *a, const clipl_tens
     int64_t total = clipl_tensor_numel(out);
     if (total == 0)
         return CLIPL_OK;
-    if (k.kind == 0 && try_dnnl(op, a, b, out, (float)alpha))
-        return CLIPL_OK;
+    if (k.kind == 0) {
+        int done = try_dnnl(name, op, a, b, out, (float)alpha);
+        if (done)
+            return done > 0 ? CLIPL_OK : done;
+    }
     const clipl_tensor *ts[3] = {out, a, b};
     clipl__iter it;
     clipl__iter_init(&it, out->ndim, out->shape, 3, ts);
