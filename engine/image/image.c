@@ -184,6 +184,60 @@ int clipl_image_to_tensor(const clipl_image *img, clipl_tensor **dst)
 
 /* ---- decoding ----------------------------------------------------------------------------- */
 
+/* Rotating needs random access; plain decoding reads top to bottom once. */
+#define ACCESS(flags)                                                                              \
+    ((flags) & CLIPL_IMAGE_AUTOROTATE ? VIPS_ACCESS_RANDOM : VIPS_ACCESS_SEQUENTIAL)
+
+/* Decodes all pixels of in, top to bottom, in the calling thread (no libvips thread pool: a
+ * batch runs one decode per thread). Returns a malloc'd buffer of *size bytes, or NULL with the
+ * libvips error buffer set. */
+static void *decode_here(VipsImage *in, size_t *size)
+{
+    int w = vips_image_get_width(in), h = vips_image_get_height(in);
+    size_t line = VIPS_IMAGE_SIZEOF_LINE(in);
+    uint8_t *buf = malloc(line * h);
+    VipsRegion *reg = vips_region_new(in);
+    if (!buf || !reg) {
+        vips_error("clipl", "out of memory");
+        goto fail;
+    }
+    for (int y = 0; y < h; y += 64) {
+        VipsRect r = {0, y, w, h - y < 64 ? h - y : 64};
+        if (vips_region_prepare(reg, &r) != 0)
+            goto fail;
+        for (int k = 0; k < r.height; k++)
+            memcpy(buf + (size_t)(y + k) * line, VIPS_REGION_ADDR(reg, 0, y + k), line);
+    }
+    g_object_unref(reg);
+    *size = line * h;
+    return buf;
+fail:
+    if (reg)
+        g_object_unref(reg);
+    free(buf);
+    return NULL;
+}
+
+/* Builds a loader operation outside libvips' operation cache (each call decodes the file as it
+ * is now, and nothing is kept). Returns the image (a new reference) or NULL. */
+static VipsImage *run_loader(const char *loader, const char *arg_name, const void *arg, int flags)
+{
+    VipsImage *out = NULL;
+    VipsOperation *op = vips_operation_new(loader);
+    if (!op)
+        return NULL;
+    if (strcmp(arg_name, "filename") == 0)
+        g_object_set(op, "filename", (const char *)arg, NULL);
+    else
+        g_object_set(op, "buffer", (VipsBlob *)arg, NULL);
+    g_object_set(op, "access", ACCESS(flags), "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+    if (vips_object_build(VIPS_OBJECT(op)) == 0)
+        g_object_get(op, "out", &out, NULL);
+    vips_object_unref_outputs(VIPS_OBJECT(op));
+    g_object_unref(op);
+    return out;
+}
+
 /* Picks the Pillow mode for a decoded vips image and copies its pixels. `name` is the file name
  * (or "<buffer>") for messages. */
 static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
@@ -269,7 +323,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
         in = cast;
     }
 
-    mem = vips_image_write_to_memory(in, &memsize);
+    mem = decode_here(in, &memsize);
     if (!mem) {
         vips_fail(CLIPL_EFORMAT, "cannot decode", name);
         goto fail;
@@ -301,7 +355,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
                 memcpy(d + i * ob, s + i * ib, ob);
         }
     }
-    g_free(mem);
+    free(mem);
     if (rot)
         g_object_unref(rot);
     if (cast)
@@ -312,17 +366,13 @@ fail_img:
     clipl_image_free(img);
     img = NULL;
 fail:
-    g_free(mem);
+    free(mem);
     if (rot)
         g_object_unref(rot);
     if (cast)
         g_object_unref(cast);
     return NULL;
 }
-
-/* Rotating needs random access; plain decoding reads top to bottom once. */
-#define ACCESS(flags)                                                                              \
-    ((flags) & CLIPL_IMAGE_AUTOROTATE ? VIPS_ACCESS_RANDOM : VIPS_ACCESS_SEQUENTIAL)
 
 clipl_image *clipl_image_load(const char *path, int flags)
 {
@@ -347,10 +397,8 @@ clipl_image *clipl_image_load(const char *path, int flags)
     }
     /* Pass the loader's options by name: a filename could contain "[options]", so name the
      * loader explicitly instead of going through vips_image_new_from_file's parser. */
-    VipsImage *in = NULL;
-    if (vips_call(loader, path, &in, "access", ACCESS(flags), "fail_on",
-                  VIPS_FAIL_ON_ERROR, NULL) != 0 ||
-        !in) {
+    VipsImage *in = run_loader(loader, "filename", path, flags);
+    if (!in) {
         vips_fail(CLIPL_EFORMAT, "cannot read", path);
         return NULL;
     }
@@ -378,10 +426,9 @@ clipl_image *clipl_image_load_buffer(const void *data, size_t nbytes, int flags)
     VipsImage *in = NULL;
     char name[64];
     snprintf(name, sizeof name, "<buffer of %zu bytes>", nbytes);
-    int rc = vips_call(loader, blob, &in, "access", ACCESS(flags), "fail_on",
-                       VIPS_FAIL_ON_ERROR, NULL);
+    in = run_loader(loader, "buffer", blob, flags);
     clipl_image *img = NULL;
-    if (rc != 0 || !in)
+    if (!in)
         vips_fail(CLIPL_EFORMAT, "cannot read", name);
     else
         img = from_vips(in, name, flags);

@@ -1,0 +1,34 @@
+-- Part of bench/preprocess: clipl's batch preprocessing of the files listed in arg[1].
+local clip = require "clipl"
+
+local paths = {}
+for line in io.lines(arg[1]) do
+    paths[#paths + 1] = line
+end
+
+local N = tonumber(arg[2]) or 3
+local function now()
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "struct clipl_bench_ts { long tv_sec; long tv_nsec; };" ..
+        "int clock_gettime(int clk, struct clipl_bench_ts *ts);")
+    local ts = ffi.new("struct clipl_bench_ts")
+    ffi.C.clock_gettime(1, ts)
+    return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
+for _, threads in ipairs({1, 2}) do
+    local best = math.huge
+    for _ = 1, N do
+        local t0 = now()
+        local batch, bad = clip.preprocess_batch(paths, 224, {threads = threads})
+        local dt = now() - t0
+        assert(#bad == 0 and batch:size()[1] == #paths)
+        batch = nil -- luacheck: ignore
+        collectgarbage()
+        if dt < best then
+            best = dt
+        end
+    end
+    print(string.format("clipl (libvips decode + Pillow-exact resize), %d thread%s: %7.1f images/s",
+        threads, threads > 1 and "s" or " ", #paths / best))
+end
