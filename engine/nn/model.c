@@ -625,6 +625,22 @@ static void apply_overrides(clipl_model_config *cfg, const json_cfg *jc,
         cfg->transformer_heads = opts->text_heads;
 }
 
+/* Heads recorded in a safetensors `hparams` metadata entry (as clipl convert and the parity files
+ * write them) replace the width/64 default. */
+static void meta_heads(const clipl_tdict *d, clipl_model_config *cfg)
+{
+    const char *h = clipl_tdict_meta_get(d, "hparams");
+    cJSON *j = h ? cJSON_Parse(h) : NULL;
+    if (!j)
+        return;
+    int v = jint(j, "vision_heads", 0), t = jint(j, "transformer_heads", 0);
+    if (v > 0)
+        cfg->vision_heads = v;
+    if (t > 0)
+        cfg->transformer_heads = t;
+    cJSON_Delete(j);
+}
+
 static clipl_model *from_tdict(const clipl_tdict *d, const char *source,
                                const clipl_model_opts *opts, const char *config_path)
 {
@@ -647,6 +663,7 @@ static clipl_model *from_tdict(const clipl_tdict *d, const char *source,
             goto fail;
         have_json = 1;
     }
+    meta_heads(d, &cfg);
     apply_overrides(&cfg, have_json ? &jc : NULL, opts);
     rc = clipl__nn_spec_build(&cfg, &s);
     if (rc) {

@@ -267,3 +267,55 @@ describe("named architectures", function()
         assert.are.equal(a:info().parameters, #a:parameters() > 0 and a:info().parameters)
     end)
 end)
+
+describe("scripts/convert.lua and scripts/info.lua", function()
+    local scripts = here .. "/../scripts/"
+    local function run(script, args)
+        local saved = _G.arg
+        _G.arg = args
+        local ok, err = pcall(dofile, scripts .. script)
+        _G.arg = saved
+        assert(ok, err)
+    end
+
+    it("convert HuggingFace names to OpenAI safetensors that load to the same outputs", function()
+        local base = os.tmpname()
+        os.remove(base)
+        local out = base .. ".safetensors"
+        run("convert.lua", {P .. "tiny_vit/tiny_vit_hf.safetensors", out})
+        local w = clip.load_weights(out)
+        assert.truthy(w["visual.transformer.resblocks.0.attn.in_proj_weight"])
+        assert.is_nil(w["vision_model.embeddings.class_embedding"])
+        local model = clip.load(out)
+        assert.tensor_close(model:encode_image(images), expected("tiny_vit", "encode_image"), 1e-4)
+        assert.tensor_close(model:encode_text(tokens), expected("tiny_vit", "encode_text"), 1e-4)
+        os.remove(out)
+        -- f16 storage, ResNet with BatchNorm buffers (num_batches_tracked added back for
+        -- OpenAI's strict load_state_dict)
+        run("convert.lua", {P .. "tiny_rn/tiny_rn_jit.pt", out, "--dtype", "f16"})
+        w = clip.load_weights(out)
+        assert.are.equal("f16", w["visual.conv1.weight"]:dtype())
+        assert.are.equal("i64", w["visual.bn1.num_batches_tracked"]:dtype())
+        local rn = clip.load(out)
+        assert.is_true(min_cosine(rn:encode_image(images), expected("tiny_rn", "encode_image")) >
+            0.999)
+        os.remove(out)
+    end)
+
+    it("info describes a checkpoint", function()
+        local saved = io.write
+        local lines = {}
+        local real_print = print
+        _G.print = function(s) lines[#lines + 1] = s end
+        local ok, err = pcall(run, "info.lua", {P .. "tiny_rn/tiny_rn.pt", "--json"})
+        _G.print = real_print
+        io.write = saved
+        assert(ok, err)
+        local info = require("cjson").decode(table.concat(lines, "\n"))
+        assert.are.equal("pt", info.format)
+        assert.are.equal(153, info.tensors)
+        assert.are.equal(636931, info.parameters)
+        assert.are.equal("ModifiedResNet", info.architecture.vision)
+        assert.are.equal(2, info.architecture.vision_heads)
+    end)
+end)
