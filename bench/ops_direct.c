@@ -2,9 +2,10 @@
  * ops_direct.c - the baseline for bench/ops: oneDNN's matmul primitive called directly from C,
  * as clipl's prepared linear uses it (src [M, K] row-major, weights reordered once into the
  * layout the primitive chose, f32 bias [1, N], dst [M, N] in the src dtype, scratchpad owned by
- * the library). Prints one line per case: "M K N dtype median_s min_s max_s".
+ * the library). Prints one line per case: "M K N dtype median_s min_s max_s kernel".
  *
  *   cc -O2 bench/ops_direct.c -o ops_direct -ldnnl && ./ops_direct [reps]
+ *   ./ops_direct M K N f32|bf16 reps      (one case)
  */
 #include <oneapi/dnnl/dnnl.h>
 
@@ -121,20 +122,26 @@ static void run(dnnl_engine_t eng, dnnl_stream_t st, int64_t M, int64_t K, int64
 
 int main(int argc, char **argv)
 {
-    int reps = argc > 1 ? atoi(argv[1]) : 9;
+    /* ops_direct [reps] runs every case; ops_direct M K N f32|bf16 reps runs one */
+    int reps = argc == 2 ? atoi(argv[1]) : argc == 6 ? atoi(argv[5]) : 9;
     if (reps < 1)
         reps = 1;
     dnnl_engine_t eng;
     dnnl_stream_t st;
     CK(dnnl_engine_create(&eng, dnnl_cpu, 0));
     CK(dnnl_stream_create(&st, eng, dnnl_stream_default_flags));
-    const int64_t ms[2] = {800, 6160};
-    const int64_t kn[3][2] = {{768, 3072}, {3072, 768}, {512, 2048}};
-    const dnnl_data_type_t dts[2] = {dnnl_f32, dnnl_bf16};
-    for (int d = 0; d < 2; d++)
-        for (int m = 0; m < 2; m++)
-            for (int s = 0; s < 3; s++)
-                run(eng, st, ms[m], kn[s][0], kn[s][1], dts[d], reps);
+    if (argc == 6) {
+        run(eng, st, atoll(argv[1]), atoll(argv[2]), atoll(argv[3]),
+            strcmp(argv[4], "bf16") == 0 ? dnnl_bf16 : dnnl_f32, reps);
+    } else {
+        const int64_t ms[2] = {800, 6160};
+        const int64_t kn[3][2] = {{768, 3072}, {3072, 768}, {512, 2048}};
+        const dnnl_data_type_t dts[2] = {dnnl_f32, dnnl_bf16};
+        for (int d = 0; d < 2; d++)
+            for (int m = 0; m < 2; m++)
+                for (int s = 0; s < 3; s++)
+                    run(eng, st, ms[m], kn[s][0], kn[s][1], dts[d], reps);
+    }
     dnnl_stream_destroy(st);
     dnnl_engine_destroy(eng);
     return 0;
