@@ -28,7 +28,7 @@ static lua_State *global_L;              /* the state a SIGINT hook is set on */
 static volatile sig_atomic_t prompt_int; /* Ctrl-C pressed while reading a line */
 static int completer_ref = LUA_NOREF;    /* registry ref of the Lua completion function */
 
-/* ---- errors and interrupts --------------------------------------------------------------------- */
+/* ---- errors and interrupts ------------------------------------------------------------------- */
 
 static void lstop(lua_State *L, lua_Debug *ar)
 {
@@ -118,12 +118,19 @@ static int docall(lua_State *L, int narg, int nres, int arm)
 static void report(lua_State *L)
 {
     const char *msg = lua_tostring(L, -1);
-    fprintf(stderr, "%s: %s\n", PROGNAME, msg ? msg : "(error object is not a string)");
+    if (msg == NULL) {
+        msg = "(error object is not a string)";
+    }
+    /* messages that already name clipl (cannot load libclipl, ...) are not prefixed twice */
+    if (strncmp(msg, PROGNAME ": ", strlen(PROGNAME) + 2) == 0) {
+        msg += strlen(PROGNAME) + 2;
+    }
+    fprintf(stderr, "%s: %s\n", PROGNAME, msg);
     fflush(stderr);
     lua_pop(L, 1);
 }
 
-/* ---- the native table the REPL uses (require "clipl.app") -------------------------------------- */
+/* ---- the native table the REPL uses (require "clipl.app") ------------------------------------ */
 
 static char **candidates;
 static size_t ncandidates;
@@ -360,7 +367,7 @@ static int open_app(lua_State *L)
     return 1;
 }
 
-/* ---- finding the Lua modules ------------------------------------------------------------------- */
+/* ---- finding the Lua modules ----------------------------------------------------------------- */
 
 static int file_exists(const char *path)
 {
@@ -425,21 +432,22 @@ static void setup_paths(lua_State *L)
     }
 }
 
-/* ---- commands ---------------------------------------------------------------------------------- */
+/* ---- commands -------------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: clipl                     open the REPL (Lua with `clip` loaded)\n"
-            "       clipl run FILE [ARGS...]  run a Lua script (it gets `arg` as in luajit)\n"
-            "       clipl FILE.lua [ARGS...]  the same\n"
-            "       clipl -e CODE [ARGS...]   run a chunk of Lua (ARGS in `arg`)\n"
-            "       clipl -i FILE [ARGS...]   run a script, then open the REPL\n"
-            "       clipl NAME [ARGS...]      run the subcommand NAME (NAME --help for its usage)\n"
-            "       clipl help [NAME]         this help and the subcommands, or NAME's help\n"
-            "       clipl --version           versions of clipl, libclipl and LuaJIT\n"
-            "In the REPL: Tab completes, `?name` shows help, a trailing `;` hides the result,\n"
-            "Ctrl-C interrupts, Ctrl-D quits. See docs/cli.md.\n");
+    fprintf(
+        f,
+        "usage: clipl                     open the REPL (Lua with `clip` loaded)\n"
+        "       clipl run FILE [ARGS...]  run a Lua script (`arg` as in luajit; FILE - is stdin)\n"
+        "       clipl FILE.lua [ARGS...]  the same\n"
+        "       clipl -e CODE [ARGS...]   run a chunk of Lua (ARGS in `arg`)\n"
+        "       clipl -i FILE [ARGS...]   run a script, then open the REPL\n"
+        "       clipl NAME [ARGS...]      run the subcommand NAME (NAME --help for its usage)\n"
+        "       clipl help [NAME]         this help and the subcommands, or NAME's help\n"
+        "       clipl --version           versions of clipl, libclipl and LuaJIT\n"
+        "In the REPL: Tab completes, `?name` shows help, a trailing `;` hides the result,\n"
+        "Ctrl-C interrupts, Ctrl-D quits. See docs/cli.md.\n");
 }
 
 /* Sets the global `arg`: arg[0] = script, arg[1..] = args, negative indices the launcher's own
@@ -481,7 +489,7 @@ static int run_file(lua_State *L, const char *path, char **argv, int script_inde
     if (load_clip(L)) {
         return 1;
     }
-    if (luaL_loadfile(L, path) != 0) {
+    if (luaL_loadfile(L, strcmp(path, "-") == 0 ? NULL : path) != 0) {
         report(L);
         return 1;
     }
@@ -671,7 +679,7 @@ static int dispatch(lua_State *L, int argc, char **argv)
                         argv[2]);
                 return 2;
             }
-            char *sub[] = {argv[0], argv[2], (char *)"--help"};
+            char *sub[] = {argv[0], path, (char *)"--help"};
             return run_file(L, path, sub, 1, 3);
         }
         return list_commands(L);
@@ -727,6 +735,7 @@ static int dispatch(lua_State *L, int argc, char **argv)
                 cmd);
         return 2;
     }
+    argv[1] = path; /* the script sees arg[0] = its path, as under luajit */
     return run_file(L, path, argv, 1, argc);
 }
 
