@@ -93,6 +93,10 @@ print(clip.tensor{1, 2, 3}:numel())
         local r = clipl("run s.lua x 'y z'")
         assert.equal(0, r.code, r.err)
         assert.equal("s.lua\t2\tx\ty z\t2\nrun\ttrue\n3\n", r.out)
+        -- `run -` reads the script from stdin
+        r = clipl("run - q", "print('from stdin', ...)\n")
+        assert.equal(0, r.code, r.err)
+        assert.equal("from stdin\tq\n", r.out)
         -- a path ending in .lua runs directly
         r = clipl("./s.lua 1")
         assert.equal(0, r.code, r.err)
@@ -188,6 +192,11 @@ for _ = 1, args.times do print("hi " .. table.concat(args.names, ", ")) end
         r = clipl("greet", nil, env)
         assert.equal(2, r.code)
         assert.matches("missing argument NAMES", r.err, 1, true)
+        -- the script sees its own path in arg[0], as under luajit
+        write(tmp .. "/where.lua", "-- where am I\nprint(arg[0], arg[1], ...)\n")
+        r = clipl("where x", nil, env)
+        assert.equal(0, r.code, r.err)
+        assert.equal(tmp .. "/where.lua\tx\tx\n", r.out)
     end)
 
     it("finds the subcommands of the scripts folder in clipl.config", function()
