@@ -40,82 +40,123 @@ static bool better(const reducer *r, double a, double b)
     return r->kind == R_MAX ? a > b : a < b;
 }
 
+/* Folds element j (x as double; xi as int64 for integer dtypes) into acc. */
+static inline void step(const reducer *r, partial *acc, double x, int64_t xi, int64_t j)
+{
+    switch (r->kind) {
+    case R_SUM:
+    case R_MEAN:
+        if (r->is_int)
+            acc->iv = (int64_t)((uint64_t)acc->iv + (uint64_t)xi);
+        else
+            acc->v += x;
+        break;
+    case R_MAX:
+    case R_MIN:
+        if (r->is_int) {
+            if (acc->idx < 0 || (r->kind == R_MAX ? xi > acc->iv : xi < acc->iv)) {
+                acc->iv = xi;
+                acc->idx = j;
+            }
+        } else if (acc->idx < 0 || better(r, x, acc->v)) {
+            acc->v = x;
+            acc->idx = j;
+        }
+        break;
+    case R_NORM: {
+        double ax = fabs(x), p = r->p;
+        if (p == INFINITY || p == -INFINITY) {
+            /* NaN, once seen, stays */
+            if (acc->idx < 0 || ax != ax || (p > 0 ? ax > acc->v : ax < acc->v))
+                if (acc->v == acc->v || acc->idx < 0)
+                    acc->v = ax;
+        } else if (p == 0) {
+            acc->v += ax != 0;
+        } else if (p == 1) {
+            acc->v += ax;
+        } else if (p == 2) {
+            acc->v += ax * ax;
+        } else {
+            acc->v += pow(ax, p);
+        }
+        if (acc->idx < 0)
+            acc->idx = j; /* marks "has elements" */
+        break;
+    }
+    }
+}
+
+/* Steps over n elements of any dtype at byte stride, calling step with index j0 + i. */
+#define FOR_ELEMS(dt, q, stride, n, j0, ACC)                                                       \
+    switch (dt) {                                                                                  \
+    case CLIPL_F32:                                                                                \
+        for (int64_t i = 0; i < (n); i++)                                                          \
+            step(r, ACC, *(const float *)((q) + i * (stride)), 0, (j0) + i);                       \
+        break;                                                                                     \
+    case CLIPL_BF16:                                                                               \
+        for (int64_t i = 0; i < (n); i++)                                                          \
+            step(r, ACC, plain_bf16_to_f32(*(const uint16_t *)((q) + i * (stride))), 0, (j0) + i); \
+        break;                                                                                     \
+    case CLIPL_F16:                                                                                \
+        for (int64_t i = 0; i < (n); i++)                                                          \
+            step(r, ACC, clipl__f16_to_f32(*(const uint16_t *)((q) + i * (stride))), 0, (j0) + i); \
+        break;                                                                                     \
+    default:                                                                                       \
+        for (int64_t i = 0; i < (n); i++) {                                                        \
+            int64_t xi_ = plain_ldi((q) + i * (stride), dt);                                       \
+            step(r, ACC, (double)xi_, xi_, (j0) + i);                                              \
+        }                                                                                          \
+        break;                                                                                     \
+    }
+
 static void reduce_range(const reducer *r, const char *p, int64_t stride, int64_t start, int64_t n,
                          partial *out)
 {
     partial acc = {0, 0, -1};
     const char *q = p + start * stride;
-    switch (r->kind) {
-    case R_SUM:
-    case R_MEAN:
-        if (r->is_int) {
-            uint64_t s = 0;
-            for (int64_t i = 0; i < n; i++)
-                s += (uint64_t)plain_ldi(q + i * stride, r->dt);
-            acc.iv = (int64_t)s;
-        } else if (r->dt == CLIPL_F32) {
-            double s = 0;
-            for (int64_t i = 0; i < n; i++)
-                s += *(const float *)(q + i * stride);
-            acc.v = s;
-        } else {
-            double s = 0;
-            for (int64_t i = 0; i < n; i++)
-                s += plain_ldf(q + i * stride, r->dt);
-            acc.v = s;
-        }
-        break;
-    case R_MAX:
-    case R_MIN:
-        if (n == 0)
-            break;
-        if (r->is_int) {
-            int64_t best = plain_ldi(q, r->dt), bi = 0;
-            for (int64_t i = 1; i < n; i++) {
-                int64_t x = plain_ldi(q + i * stride, r->dt);
-                if (r->kind == R_MAX ? x > best : x < best) {
-                    best = x;
-                    bi = i;
-                }
+    bool sq = r->kind == R_NORM && r->p == 2;
+    if (r->dt == CLIPL_F32 && (r->kind == R_SUM || r->kind == R_MEAN || sq)) {
+        /* four double accumulators: the add chain, not memory, limits a single one */
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int64_t i = 0;
+#define LD(k) ((double)*(const float *)(q + (i + (k)) * stride))
+        if (sq) {
+            for (; i + 4 <= n; i += 4) {
+                s0 += LD(0) * LD(0);
+                s1 += LD(1) * LD(1);
+                s2 += LD(2) * LD(2);
+                s3 += LD(3) * LD(3);
             }
-            acc.iv = best;
-            acc.idx = start + bi;
+            for (; i < n; i++)
+                s0 += LD(0) * LD(0);
         } else {
-            double best = plain_ldf(q, r->dt);
-            int64_t bi = 0;
-            for (int64_t i = 1; i < n && best == best; i++) {
-                double x = plain_ldf(q + i * stride, r->dt);
-                if (better(r, x, best)) {
-                    best = x;
-                    bi = i;
-                }
+            for (; i + 4 <= n; i += 4) {
+                s0 += LD(0);
+                s1 += LD(1);
+                s2 += LD(2);
+                s3 += LD(3);
             }
-            acc.v = best;
-            acc.idx = start + bi;
+            for (; i < n; i++)
+                s0 += LD(0);
         }
-        break;
-    case R_NORM: {
-        double s = 0, p = r->p;
-        for (int64_t i = 0; i < n; i++) {
-            double x = fabs((double)(r->is_int ? (double)plain_ldi(q + i * stride, r->dt)
-                                               : plain_ldf(q + i * stride, r->dt)));
-            if (p == INFINITY)
-                s = (i == 0 || x > s || x != x) ? x : s;
-            else if (p == -INFINITY)
-                s = (i == 0 || x < s || x != x) ? x : s;
-            else if (p == 0)
-                s += x != 0;
-            else if (p == 1)
-                s += x;
-            else if (p == 2)
-                s += x * x;
-            else
-                s += pow(x, p);
+#undef LD
+        acc.v = (s0 + s1) + (s2 + s3);
+        acc.idx = n > 0 ? start : -1;
+    } else if (r->dt == CLIPL_F32 && (r->kind == R_MAX || r->kind == R_MIN) && n > 0) {
+        const float *f = (const float *)q;
+        int64_t es = stride / 4, bi = 0;
+        float best = f[0];
+        for (int64_t i = 1; i < n && best == best; i++) {
+            float x = f[i * es];
+            if ((r->kind == R_MAX ? x > best : x < best) || x != x) {
+                best = x;
+                bi = i;
+            }
         }
-        acc.v = s;
-        acc.idx = n > 0 ? 0 : -1; /* marks "has elements" for the inf norms */
-        break;
-    }
+        acc.v = best;
+        acc.idx = start + bi;
+    } else {
+        FOR_ELEMS(r->dt, q, stride, n, start, &acc)
     }
     *out = acc;
 }
@@ -263,6 +304,60 @@ static int run(const reducer *r, const geom *g, clipl_tensor *vals, clipl_tensor
     int64_t M = g->M, L = g->L;
     if (M == 0)
         return CLIPL_OK;
+    int es = clipl_dtype_size(r->dt);
+    if (g->nkeep >= 1 && g->keep_bstride[g->nkeep - 1] == es && g->stride != es && L > 1) {
+        /* the reduced dim is not the innermost but the last kept dim is dense: walk rows of
+         * consecutive outputs (cache-friendly) instead of one strided column per output */
+        enum { CB = 256 };
+        int64_t W = g->keep_shape[g->nkeep - 1], groups = M / W, nb = (W + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (M * L >= PLAIN_PAR_MIN && groups * nb > 1)
+        for (int64_t t = 0; t < groups * nb; t++) {
+            int64_t grp = t / nb, x0 = (t % nb) * CB, w = W - x0 < CB ? W - x0 : CB;
+            partial acc[CB];
+            for (int64_t x = 0; x < w; x++)
+                acc[x] = (partial){0, 0, -1};
+            const char *base = row_base(g, grp * W) + x0 * es;
+            for (int64_t j = 0; j < L; j++) {
+                const char *rp = base + j * g->stride;
+                switch (r->dt) {
+                case CLIPL_F32:
+                    if (r->kind == R_MAX || r->kind == R_MIN) {
+                        const float *f = (const float *)rp;
+                        bool mx = r->kind == R_MAX;
+                        for (int64_t x = 0; x < w; x++) {
+                            double v = f[x], b = acc[x].v;
+                            if (j == 0 || (b == b && ((mx ? v > b : v < b) || v != v))) {
+                                acc[x].v = v;
+                                acc[x].idx = j;
+                            }
+                        }
+                        break;
+                    }
+                    for (int64_t x = 0; x < w; x++)
+                        step(r, &acc[x], *(const float *)(rp + x * es), 0, j);
+                    break;
+                case CLIPL_BF16:
+                    for (int64_t x = 0; x < w; x++)
+                        step(r, &acc[x], plain_bf16_to_f32(*(const uint16_t *)(rp + x * es)), 0, j);
+                    break;
+                default:
+                    for (int64_t x = 0; x < w; x++) {
+                        int64_t xi = plain_is_int(r->dt) ? plain_ldi(rp + x * es, r->dt) : 0;
+                        double xv =
+                            plain_is_int(r->dt) ? (double)xi : plain_ldf(rp + x * es, r->dt);
+                        step(r, &acc[x], xv, xi, j);
+                    }
+                    break;
+                }
+            }
+            for (int64_t x = 0; x < w; x++) {
+                int64_t o = grp * W + x0 + x;
+                finish(r, &acc[x], L, vbase ? vbase + o * ves : NULL, vdt,
+                       ibase ? ibase + o * 8 : NULL);
+            }
+        }
+        return CLIPL_OK;
+    }
     int64_t chunks = (L + CHUNK - 1) / CHUNK;
     if (chunks <= 1 || M >= 64) {
 #pragma omp parallel for schedule(static) if (M * L >= PLAIN_PAR_MIN && M > 1)

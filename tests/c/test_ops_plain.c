@@ -554,6 +554,24 @@ static void test_reduce(void)
     CHECK(v == 1);
     clipl_tensor_release(out);
     clipl_tensor_release(idx);
+    /* the same down columns (the row-walking path): first NaN and first tie win */
+    clipl_tensor *nan2 = clipl_tensor_from_data(
+        CLIPL_F32, 2, (int64_t[]){4, 3}, (float[]){1, NAN, 7, NAN, 5, 7, 2, NAN, 1, 9, 0, 7}, 48);
+    CHECK_OK(clipl_max(nan2, &out, &idx, 0, 0));
+    double *mv = vals(out), *mi = vals(idx);
+    CHECK(isnan(mv[0]) && mi[0] == 1);
+    CHECK(isnan(mv[1]) && mi[1] == 0);
+    CHECK(mv[2] == 7 && mi[2] == 0);
+    free(mv);
+    free(mi);
+    clipl_tensor_release(out);
+    clipl_tensor_release(idx);
+    CHECK_OK(clipl_norm(nan2, &out, INFINITY, 0, 0));
+    mv = vals(out);
+    CHECK(isnan(mv[0]) && isnan(mv[1]) && mv[2] == 7);
+    free(mv);
+    clipl_tensor_release(out);
+    clipl_tensor_release(nan2);
     /* f16 reductions */
     clipl_tensor *hf = NULL;
     clipl_tensor_to(t, &hf, CLIPL_F16);
