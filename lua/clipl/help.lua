@@ -179,11 +179,16 @@ local function list_table(title, t, prefix)
         local v = t[k]
         local line = one_line(v)
         if type(v) == "table" then
-            line = "(module)"
+            line = "(table: ?" .. prefix .. k .. " lists it)"
         elseif type(v) ~= "function" then
             line = "= " .. tostring(v)
         end
-        out[#out + 1] = string.format("  %-24s %s", prefix .. k, line):gsub("%s+$", "")
+        local left = string.format("  %-24s ", prefix .. k)
+        local room = math.max(20, 99 - #left)
+        if #line > room then
+            line = line:sub(1, room - 3) .. "..."
+        end
+        out[#out + 1] = (left .. line):gsub("%s+$", "")
     end
     return table.concat(out, "\n")
 end
