@@ -12,6 +12,7 @@
 #include "check.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -772,6 +773,72 @@ static void test_cache(void)
     clipl_tensor_release(b);
 }
 
+/* Several threads share the primitive cache (mutex) and use their own streams and scratchpads:
+ * each computes matmuls and softmaxes of its own shapes and compares them with the reference. */
+typedef struct thread_case {
+    clipl_tensor *a, *b, *expect;
+    int failures;
+} thread_case;
+
+static void *thread_body(void *arg)
+{
+    thread_case *tc = arg;
+    for (int r = 0; r < 20; r++) {
+        clipl_tensor *y = NULL, *p = NULL;
+        if (clipl_matmul(tc->a, tc->b, NULL, &y, NULL) || check_rel_err(y, tc->expect) > F32_TOL)
+            tc->failures++;
+        if (clipl_softmax(tc->a, &p, -1, 0))
+            tc->failures++;
+        clipl_tensor_release(y);
+        clipl_tensor_release(p);
+        if (r == 10)
+            clipl_dnnl_cache_clear(); /* entries in use by other threads stay valid */
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    enum { N = 4 };
+    pthread_t th[N];
+    thread_case tc[N];
+    for (int i = 0; i < N; i++) {
+        int64_t m = 3 + i, k = 17 + 2 * i, n = 5 + (i % 2);
+        tc[i].a = RND(CLIPL_F32, m, k);
+        tc[i].b = RND(CLIPL_F32, k, n);
+        int64_t os[2] = {m, n};
+        tc[i].expect = ref_tensor(ref_matmul(tc[i].a, tc[i].b, NULL, 0, 1, NULL, 2, os), 2, os);
+        tc[i].failures = 0;
+    }
+    for (int i = 0; i < N; i++)
+        CHECK(pthread_create(&th[i], NULL, thread_body, &tc[i]) == 0);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(tc[i].failures == 0);
+        clipl_tensor_release(tc[i].a);
+        clipl_tensor_release(tc[i].b);
+        clipl_tensor_release(tc[i].expect);
+    }
+}
+
+static void test_empty(void)
+{
+    clipl_tensor *a = clipl_tensor_zeros(CLIPL_F32, 2, (int64_t[]){0, 4});
+    clipl_tensor *b = RND(CLIPL_F32, 4, 3), *y = NULL;
+    CHECK_OK(clipl_matmul(a, b, NULL, &y, NULL));
+    CHECK(y && y->ndim == 2 && y->shape[0] == 0 && y->shape[1] == 3);
+    clipl_tensor_release(y);
+    y = NULL;
+    CHECK_OK(clipl_softmax(a, &y, -1, 0));
+    CHECK(y && y->shape[0] == 0);
+    clipl_tensor_release(y);
+    y = NULL;
+    CHECK_OK(clipl_eltwise(a, &y, CLIPL_ACT_RELU, 0, 0));
+    clipl_tensor_release(y);
+    clipl_tensor_release(a);
+    clipl_tensor_release(b);
+}
+
 int main(void)
 {
     gen = clipl_generator_new(1234);
@@ -789,6 +856,8 @@ int main(void)
         test_attention(dts[i]);
     }
     test_matmul_errors();
+    test_empty();
+    test_threads();
     test_cache();
     clipl_generator_free(gen);
     CHECK(clipl_live_bytes() == 0);
