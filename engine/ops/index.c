@@ -78,9 +78,25 @@ int clipl_index_select(const clipl_tensor *src, const clipl_tensor *index, clipl
     clipl_tensor *out = plain_new(src->dt, src->ndim, shape, &rc);
     if (!out)
         return rc;
-    if (clipl_tensor_numel(out) > 0) {
-        int64_t istride = index->ndim ? index->strides[0] : 0;
-        int ies = clipl_dtype_size(index->dt);
+    int64_t istride = index->ndim ? index->strides[0] : 0;
+    int ies = clipl_dtype_size(index->dt);
+    if (clipl_tensor_numel(out) > 0 && clipl_tensor_is_contiguous(src)) {
+        /* dense src: out[o][j][:] = src[o][index[j]][:], one memcpy per (o, j) */
+        int64_t outer = 1, inner = 1, L = src->shape[d];
+        for (int i = 0; i < d; i++)
+            outer *= src->shape[i];
+        for (int i = d + 1; i < src->ndim; i++)
+            inner *= src->shape[i];
+        size_t row = (size_t)inner * (size_t)clipl_dtype_size(src->dt);
+        const char *sp = src->ptr, *ip = index->ptr;
+        char *op = out->ptr;
+#pragma omp parallel for schedule(static) if (outer * n * inner >= PLAIN_PAR_MIN)
+        for (int64_t t = 0; t < outer * n; t++) {
+            int64_t o = t / n, j = t % n;
+            int64_t v = plain_ldi(ip + j * istride * ies, index->dt);
+            memcpy(op + (size_t)t * row, sp + (size_t)(o * L + v) * row, row);
+        }
+    } else if (clipl_tensor_numel(out) > 0) {
         for (int64_t j = 0; j < n && !rc; j++) {
             int64_t v = plain_ldi((const char *)index->ptr + j * istride * ies, index->dt);
             rc = copy_slice(out, j, src, v, d);

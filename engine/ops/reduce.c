@@ -503,6 +503,46 @@ static int cmp_asc(const void *x, const void *y)
     return (a->i > b->i) - (a->i < b->i);
 }
 
+typedef int (*keyed_cmp)(const void *, const void *);
+
+/* Restores the heap below i: the root is the entry that sorts last under cmp (the first to drop).
+ */
+static void sift_down(keyed *h, int64_t n, int64_t i, keyed_cmp cmp)
+{
+    for (;;) {
+        int64_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && cmp(&h[l], &h[m]) > 0)
+            m = l;
+        if (r < n && cmp(&h[r], &h[m]) > 0)
+            m = r;
+        if (m == i)
+            return;
+        keyed t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+/* Moves the k entries that sort first under cmp to buf[0..k), in order. For k much smaller than n
+ * a bounded heap costs O(n log k) instead of sorting the whole row. */
+static void select_first(keyed *buf, int64_t n, int64_t k, keyed_cmp cmp)
+{
+    if (k * 8 >= n) {
+        qsort(buf, (size_t)n, sizeof *buf, cmp);
+        return;
+    }
+    for (int64_t i = k / 2; i-- > 0;)
+        sift_down(buf, k, i, cmp);
+    for (int64_t i = k; i < n; i++) {
+        if (cmp(&buf[i], &buf[0]) < 0) {
+            buf[0] = buf[i];
+            sift_down(buf, k, 0, cmp);
+        }
+    }
+    qsort(buf, (size_t)k, sizeof *buf, cmp);
+}
+
 int clipl_topk(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices, int64_t k,
                int dim, int largest)
 {
@@ -572,7 +612,7 @@ int clipl_topk(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **in
                     buf[i].v = clipl__load(p + i * g.stride, src->dt);
                     buf[i].i = i;
                 }
-                qsort(buf, (size_t)L, sizeof *buf, largest ? cmp_desc : cmp_asc);
+                select_first(buf, L, k, largest ? cmp_desc : cmp_asc);
                 int64_t base = (o / inner) * k * inner + o % inner;
                 for (int64_t j = 0; j < k; j++) {
                     int64_t at = base + j * inner;

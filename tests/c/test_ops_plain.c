@@ -640,6 +640,16 @@ static void test_topk(void)
     clipl_tensor *ties = rnd(CLIPL_I64, SHAPE(4, 9), 0, 3); /* many duplicates */
     check_topk(ties, 5, 1, 1, "topk ties");
     check_topk(ties, 5, 1, 0, "topk ties smallest");
+    /* k much smaller than the row: the bounded-heap selection, with and without ties */
+    clipl_tensor *longr = rnd(CLIPL_F32, SHAPE(3, 301), -1, 1),
+                 *longt = rnd(CLIPL_I32, SHAPE(2, 100), 0, 3);
+    for (int largest = 0; largest <= 1; largest++) {
+        check_topk(longr, 5, 1, largest, "topk heap");
+        check_topk(longt, 7, 1, largest, "topk heap ties");
+        check_topk(longt, 1, 1, largest, "topk heap k=1");
+    }
+    clipl_tensor_release(longr);
+    clipl_tensor_release(longt);
     clipl_tensor *h = rnd(CLIPL_BF16, SHAPE(3, 4, 5), -1, 1);
     check_topk(h, 2, 1, 1, "topk bf16 middle dim");
     clipl_tensor *vo = NULL;
@@ -748,6 +758,19 @@ static void test_index(void)
     clipl_tensor_contiguous(w, &wc);
     CHECK_OK(clipl_embedding(ids, wc, &out));
     expect(out, CLIPL_F32, SHAPE(2, 3, 6), want, 0, "embedding");
+    clipl_tensor_release(out);
+    /* index_select on a dense src (the memcpy path), dims 0 and 1 */
+    CHECK_OK(clipl_index_select(wc, ix, &out, 0));
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 6; j++)
+            want[i * 6 + j] = vw[iv[i] * 6 + j];
+    expect(out, CLIPL_F32, SHAPE(4, 6), want, 0, "index_select dense 0");
+    clipl_tensor_release(out);
+    CHECK_OK(clipl_index_select(wc, ix32, &out, 1));
+    for (int i = 0; i < 10; i++)
+        for (int j = 0; j < 3; j++)
+            want[i * 3 + j] = vw[i * 6 + jv[j]];
+    expect(out, CLIPL_F32, SHAPE(10, 3), want, 0, "index_select dense 1");
     clipl_tensor_release(out);
     clipl_tensor *bad =
         clipl_tensor_from_data(CLIPL_I64, 1, (int64_t[]){2}, (int64_t[]){1, 10}, 16);
