@@ -407,8 +407,8 @@ CLIPL_API void clipl_dnnl_cache_clear(void);
  * div of two integer tensors is true division and gives f32. Tensor-scalar forms keep the tensor's
  * dtype, except that an integer tensor with a non-integral scalar (and any integer div) gives f32.
  * Arithmetic: bf16/f16 are computed in f32 (or wider) and rounded once; integers in int64 (wrapping
- * on overflow when stored). Contiguous f32/bf16 cases run on oneDNN's binary primitive, the rest on
- * strided C loops (OpenMP for large tensors). */
+ * on overflow when stored; an integer to a negative integer power is an error). Dense f32/bf16
+ * cases run on oneDNN's binary primitive, the rest on strided C loops (OpenMP for large tensors). */
 typedef enum clipl_binary_op {
     CLIPL_BIN_ADD = 0, /* a + b */
     CLIPL_BIN_SUB = 1, /* a - b */

@@ -274,6 +274,22 @@ fallback:
 
 /* ---- drivers ---- */
 
+/* true when an integer tensor holds a negative value */
+static bool has_negative(const clipl_tensor *t)
+{
+    if (t->dt == CLIPL_U8 || clipl_tensor_numel(t) == 0)
+        return false;
+    const clipl_tensor *ts[1] = {t};
+    clipl__iter it;
+    clipl__iter_init(&it, t->ndim, t->shape, 1, ts);
+    do {
+        for (int64_t i = 0; i < it.inner; i++)
+            if (plain_ldi(it.ptr[0] + i * it.inner_stride[0], t->dt) < 0)
+                return true;
+    } while (clipl__iter_next_outer(&it));
+    return false;
+}
+
 /* out = a op b; a and b broadcast to out's shape (checked by the caller). The compute kind follows
  * the common dtype of a and b. */
 static int run(const char *name, int op, const clipl_tensor *a, const clipl_tensor *b,
@@ -293,6 +309,11 @@ static int run(const char *name, int op, const clipl_tensor *a, const clipl_tens
                               "%s: alpha %g must be integral for integer tensors (%s, %s)", name,
                               alpha, clipl_dtype_name(a->dt), clipl_dtype_name(b->dt));
         k.ialpha = (int64_t)alpha;
+        if (op == CLIPL_BIN_POW && has_negative(b))
+            return clipl__err(CLIPL_EINVAL,
+                              "%s: integers to negative integer powers are not allowed (%s ^ %s); "
+                              "convert to a float dtype first",
+                              name, clipl_dtype_name(a->dt), clipl_dtype_name(b->dt));
     }
     int64_t total = clipl_tensor_numel(out);
     if (total == 0)

@@ -274,6 +274,8 @@ static void test_binary(void)
     CHECK_ERR(clipl_add_(x5, x34, 1), CLIPL_ESHAPE, "add");
     CHECK_ERR(clipl_binary_(ia, x34, CLIPL_BIN_MUL), CLIPL_EINVAL, "cannot be stored in place");
     CHECK_ERR(clipl_add_(ia, ia, 0.5), CLIPL_EINVAL, "alpha");
+    CHECK_ERR(clipl_pow(ib, ia, &out), CLIPL_EINVAL, "negative integer powers");
+    CHECK_ERR(clipl_pow_scalar(ib, -1, &out), CLIPL_EINVAL, "negative integer powers");
 
     clipl_tensor *all[] = {a0,   a,     b0, b,  c,  d,      df,   big, row, col, big2, bigh, rowh,
                            bigt, row64, ia, ib, d4, ismall, iexp, e,   e3,  s0,  x5,   x34};
