@@ -26,9 +26,11 @@ end
 local tmp = os.tmpname()
 os.remove(tmp)
 
--- Runs a shell command line with a clean Lua environment; returns {out, err, code}.
+-- Runs a shell command line with a clean Lua environment (and no sanitizer preload: the rock is a
+-- plain build); returns {out, err, code}.
 local function sh(cmd)
-    local line = string.format("(unset LUA_PATH LUA_CPATH CLIPL_LIB; %s) >%s 2>%s; echo $? >%s",
+    local line = string.format(
+        "(unset LUA_PATH LUA_CPATH CLIPL_LIB LD_PRELOAD; %s) >%s 2>%s; echo $? >%s",
         cmd, q(tmp .. "/out"), q(tmp .. "/err"), q(tmp .. "/rc"))
     os.execute(line)
     return {out = slurp(tmp .. "/out") or "", err = slurp(tmp .. "/err") or "",
