@@ -6,7 +6,7 @@
 --       name = "zeroshot",
 --       description = "Zero-shot classification of images with a CLIP model",
 --       options = {
---           {"-m", "--model", arg = "NAME", default = "ViT-B/32", help = "model name, file or folder"},
+--           {"-m", "--model", arg = "NAME", default = "ViT-B/32", help = "model name or file"},
 --           {"-k", "--top", arg = "N", type = "number", default = 5, help = "labels to show"},
 --           {"-l", "--label", arg = "TEXT", multi = true, help = "a class label (repeatable)"},
 --           {"--json", help = "print JSON lines"},
@@ -31,9 +31,9 @@ local function key_of(opt)
 end
 
 --- A parser from a spec: name, description, options (each {"-s", "--long", arg = "META",
--- type = "number"|"string", default = v, multi = bool, required = bool, choices = {...},
--- help = text}; an option without `arg` is a flag), positional (each {"name", nargs = 1|"?"|"*"|"+",
--- type, default, help}), epilog. -h/--help is always there.
+-- type = "number"|"integer"|"string", default = v, multi = bool, required = bool, choices = {...},
+-- help = text}; an option without `arg` is a flag), positional (each {"name", type, default, help,
+-- nargs = 1|N|"?"|"*"|"+"}), epilog. -h/--help is always there.
 function M.parser(spec)
     assert(type(spec) == "table" and spec.name, "cli.parser: spec.name is required")
     local p = setmetatable({spec = spec, by_flag = {}, options = {}, positional = {}}, Parser)

@@ -48,8 +48,8 @@ end
 local function resolve(name)
     name = name:gsub("^%s+", ""):gsub("%s*%(?%)?%s*$", "")
     local clip = api() or {}
-    local method = name:match("^[%a_][%w_]*:([%a_][%w_]*)$") or name:match("^Tensor%.([%a_][%w_]*)$")
-        or name:match("^:([%a_][%w_]*)$")
+    local method = name:match("^[%a_][%w_]*:([%a_][%w_]*)$")
+        or name:match("^Tensor%.([%a_][%w_]*)$") or name:match("^:([%a_][%w_]*)$")
     if method then
         local fn = tensor_methods()[method]
         if fn ~= nil then
@@ -197,7 +197,8 @@ end
 function internal.text(x)
     if x == nil then
         local clip = api() or {}
-        return "clipl " .. tostring(clip.version) .. ": CLIP on oneDNN, scriptable from LuaJIT.\n" ..
+        return "clipl " .. tostring(clip.version) ..
+            ": CLIP on oneDNN, scriptable from LuaJIT.\n" ..
             "clip.help(name) or ?name in the REPL shows one function: ?tensor, ?t:softmax, " ..
             "?clip.load\n\n" .. list_table("Functions and modules of clip:", clip, "clip.") ..
             "\n\n" .. list_table("Tensor methods (t:name(...)):", tensor_methods(), "t:")

@@ -9,7 +9,7 @@ local keywords = {
     "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
 }
 
--- ---- compiling -----------------------------------------------------------------------------------
+-- ---- compiling ----------------------------------------------------------------------------------
 
 --- True when a compile error only says the chunk ended too early (LuaJIT's luajit.c check: the
 -- message ends in '<eof>'), so more lines should be read.
@@ -37,7 +37,7 @@ function M.compile(src, chunkname)
     return nil, err, false, M.incomplete(err)
 end
 
--- ---- printing ------------------------------------------------------------------------------------
+-- ---- printing -----------------------------------------------------------------------------------
 
 local function is_tensor(v)
     if type(v) ~= "cdata" then
@@ -135,7 +135,7 @@ function M.format_results(n, ...)
     return table.concat(out, "\n")
 end
 
--- ---- completion ----------------------------------------------------------------------------------
+-- ---- completion ---------------------------------------------------------------------------------
 
 local show_dunder = false -- names like __index are offered only when the word starts with __
 
@@ -233,7 +233,7 @@ function M.complete(word, env)
     return out
 end
 
--- ---- the loop ------------------------------------------------------------------------------------
+-- ---- the loop -----------------------------------------------------------------------------------
 
 -- Drops the frames of the REPL itself from a traceback: everything from the launcher's call on.
 local function trim_traceback(msg)

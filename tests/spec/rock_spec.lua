@@ -55,10 +55,10 @@ describe("clipl rock", function()
 
     setup(function()
         assert(os.execute("mkdir -p " .. q(src) .. " " .. q(tree)) == 0)
-        -- a copy of the checkout (never a build folder), so luarocks' build.luarocks stays out of it
+        -- a copy of the checkout (no build folder); luarocks' build.luarocks stays out of it
         local parts = {}
-        for _, p in ipairs({"CMakeLists.txt", "cmake", "engine", "lua", "scripts", "models", "rocks",
-            "docs"}) do
+        for _, p in ipairs({"CMakeLists.txt", "cmake", "engine", "lua", "scripts", "models",
+            "rocks", "docs"}) do
             if io.open(root .. "/" .. p) then
                 parts[#parts + 1] = q(p)
             end
@@ -72,8 +72,8 @@ describe("clipl rock", function()
     end)
 
     it("installs with luarocks make into an empty tree", function()
-        local r = sh("cd " .. q(src) .. " && CMAKE_BUILD_PARALLEL_LEVEL=2 luarocks --lua-version=5.1" ..
-            " make rocks/clipl-scm-1.rockspec --tree " .. q(tree))
+        local r = sh("cd " .. q(src) .. " && CMAKE_BUILD_PARALLEL_LEVEL=2" ..
+            " luarocks --lua-version=5.1 make rocks/clipl-scm-1.rockspec --tree " .. q(tree))
         assert.equal(0, r.code, r.out:sub(-3000) .. r.err:sub(-3000))
         assert.matches("clipl scm%-1 is now installed", r.out)
     end)
