@@ -289,6 +289,44 @@ static int lin(const nn_linear *l, const clipl_tensor *x, clipl_tensor **dst, in
     return clipl_linear_apply(l->w, x, dst, &o);
 }
 
+/* x (f32, contiguous, owned by the caller) in the model's compute dtype: x itself for f32, else a
+ * bf16 copy made by one parallel pass (cheaper than letting every matmul convert its input). */
+static int to_compute(const clipl_model *m, clipl_tensor *x, clipl_tensor **dst)
+{
+    if (m->dtype == CLIPL_F32 || x->dt != CLIPL_F32 || !clipl_tensor_is_contiguous(x)) {
+        *dst = clipl_tensor_retain(x);
+        return CLIPL_OK;
+    }
+    clipl_tensor *b = clipl_tensor_empty(CLIPL_BF16, x->ndim, x->shape);
+    if (!b)
+        return clipl_errcode();
+    const uint32_t *src = x->ptr;
+    uint16_t *o = b->ptr;
+    int64_t n = clipl_tensor_numel(x);
+#pragma omp parallel for if (n > 65536) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = src[i];
+        if ((u & 0x7fffffffu) > 0x7f800000u)
+            o[i] = (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+        else
+            o[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+    *dst = b;
+    return CLIPL_OK;
+}
+
+/* Layer norm of x [.., W] (f32) with parameters (indices), in the compute dtype. */
+static int ln_compute(const clipl_model *m, const clipl_tensor *x, int iw, int ib,
+                      clipl_tensor **dst)
+{
+    clipl_tensor *h = NULL;
+    int rc = clipl_layer_norm(x, 1, nn_p(m, iw), nn_p(m, ib), &h, LN_EPS, NULL, NULL);
+    if (!rc)
+        rc = to_compute(m, h, dst);
+    clipl_tensor_release(h);
+    return rc;
+}
+
 /* The additive causal mask [T, T]: -inf above the diagonal. */
 static clipl_tensor *causal_mask(int64_t t)
 {
@@ -341,7 +379,7 @@ static int block_run(const clipl_model *m, const nn_block *b, int heads, clipl_t
 {
     clipl_tensor *h = NULL, *qkv = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *am = NULL,
                  *r = NULL;
-    int rc = clipl_layer_norm(x, 1, nn_p(m, b->ln1_w), nn_p(m, b->ln1_b), &h, LN_EPS, NULL, NULL);
+    int rc = ln_compute(m, x, b->ln1_w, b->ln1_b, &h);
     if (!rc)
         rc = lin(&b->in_proj, h, &qkv, CLIPL_ACT_NONE, NULL);
     REL(h);
@@ -365,7 +403,7 @@ static int block_run(const clipl_model *m, const nn_block *b, int heads, clipl_t
     REL(am);
     REL(r);
     if (!rc)
-        rc = clipl_layer_norm(x, 1, nn_p(m, b->ln2_w), nn_p(m, b->ln2_b), &h, LN_EPS, NULL, NULL);
+        rc = ln_compute(m, x, b->ln2_w, b->ln2_b, &h);
     if (!rc)
         rc = lin(&b->c_fc, h, &a, m->cfg.act, NULL);
     REL(h);
@@ -448,9 +486,21 @@ static int vit_stem(const clipl_model *m, const clipl_tensor *images, clipl_tens
                                src + ((i * 3 + ch) * r + gy * p + py) * r + gx * p,
                                sizeof(float) * (size_t)p);
             }
-    rc = lin(&m->patch, patches, &emb, CLIPL_ACT_NONE, NULL);
+    clipl_tensor *pc = NULL;
+    rc = to_compute(m, patches, &pc);
+    if (!rc)
+        rc = lin(&m->patch, pc, &emb, CLIPL_ACT_NONE, NULL);
+    clipl_tensor_release(pc);
     if (rc)
         goto done;
+    if (emb->dt != CLIPL_F32) {
+        clipl_tensor *ef = NULL;
+        rc = clipl_tensor_to(emb, &ef, CLIPL_F32);
+        clipl_tensor_release(emb);
+        emb = ef;
+        if (rc)
+            goto done;
+    }
     x = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, t, w});
     if (!x) {
         rc = clipl_errcode();
@@ -580,11 +630,18 @@ static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor 
             to[(i * s) * ch + cc] = mean + pos[cc];
             qo[i * ch + cc] = mean + pos[cc];
         }
-    rc = lin(&m->ap_q, q0, &q, CLIPL_ACT_NONE, NULL);
+    clipl_tensor *tc = NULL, *qc = NULL;
+    rc = to_compute(m, tok, &tc);
     if (!rc)
-        rc = lin(&m->ap_k, tok, &k, CLIPL_ACT_NONE, NULL);
+        rc = to_compute(m, q0, &qc);
     if (!rc)
-        rc = lin(&m->ap_v, tok, &v, CLIPL_ACT_NONE, NULL);
+        rc = lin(&m->ap_q, qc, &q, CLIPL_ACT_NONE, NULL);
+    if (!rc)
+        rc = lin(&m->ap_k, tc, &k, CLIPL_ACT_NONE, NULL);
+    if (!rc)
+        rc = lin(&m->ap_v, tc, &v, CLIPL_ACT_NONE, NULL);
+    clipl_tensor_release(tc);
+    clipl_tensor_release(qc);
     if (!rc)
         rc = heads_view(q, 1, 0, heads, &qh);
     if (!rc)
@@ -599,9 +656,13 @@ static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor 
     if (!rc)
         rc = lin(&m->ap_c, am, &o, CLIPL_ACT_NONE, NULL);
     if (!rc) {
-        rc = clipl_tensor_view(o, dst, 2, (const int64_t[]){n, c->embed_dim});
-        clipl_tensor_release(o);
+        clipl_tensor *of = NULL;
+        rc = read_f32(o, &of);
+        if (!rc)
+            rc = clipl_tensor_view(of, dst, 2, (const int64_t[]){n, c->embed_dim});
+        clipl_tensor_release(of);
     }
+    clipl_tensor_release(o);
 done:
     clipl_tensor_release(x), clipl_tensor_release(tok), clipl_tensor_release(q0);
     clipl_tensor_release(q), clipl_tensor_release(k), clipl_tensor_release(v);
