@@ -135,6 +135,31 @@ print(clip.tensor{1, 2, 3}:numel())
         assert.matches("^clipl: cannot open /nonexistent/none%.lua", r.err)
     end)
 
+    it("turns SIGINT into an 'interrupted!' error and clipl_interrupt(1) for C loops", function()
+        -- an interpreted loop (jit.off) sees the hook; the script catches the error itself and
+        -- reads the library's interrupt flag, which stays set until the statement ends
+        write(tmp .. "/spin.lua", [[
+jit.off()
+io.write("ready\n") io.flush()
+local ok, err = pcall(function() while true do end end)
+print(ok, err, clip.lib.C.clipl_interrupted())
+]])
+        -- start it, wait until it says "ready" (in `out`, where sh() sends stdout), then Ctrl-C
+        local function interrupt(script)
+            return sh("sh -c " .. q(q(bin) .. " run " .. script .. " & pid=$!; i=0;" ..
+                " while [ ! -s out ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done;" ..
+                " sleep 0.2; kill -INT $pid; wait $pid"))
+        end
+        local r = interrupt("spin.lua")
+        assert.equal(0, r.code, r.err)
+        assert.equal("ready\nfalse\tinterrupted!\t1\n", r.out)
+        -- uncaught, it ends the script with status 1 and a traceback
+        write(tmp .. "/spin2.lua", "jit.off() io.write('ready\\n') io.flush() while true do end\n")
+        r = interrupt("spin2.lua")
+        assert.equal(1, r.code)
+        assert.matches("^clipl: interrupted!\nstack traceback:", r.err)
+    end)
+
     it("passes os.exit codes through", function()
         assert.equal(3, clipl("-e " .. q("os.exit(3)")).code)
     end)
