@@ -215,10 +215,7 @@ static const char *entity_lookup(const uint32_t *s, size_t n)
     return NULL;
 }
 
-static int push_utf8_str(clipl__cps *a, const char *v)
-{
-    return cps_from_utf8(a, v, strlen(v));
-}
+static int push_utf8_str(clipl__cps *a, const char *v) { return cps_from_utf8(a, v, strlen(v)); }
 
 /* Python's html._replace_charref for a numeric reference of value num (saturated). */
 static int push_numeric(clipl__cps *o, uint32_t num)
@@ -247,10 +244,7 @@ static int is_hex(uint32_t c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-static uint32_t hex_val(uint32_t c)
-{
-    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
-}
+static uint32_t hex_val(uint32_t c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
 
 /* One pass of html.unescape: the regex
  *   &(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)
@@ -299,8 +293,8 @@ static int html_unescape(const clipl__cps *s, clipl__cps *o)
             continue;
         }
         size_t k = j;
-        while (k < n && k - j < 32 && p[k] != '\t' && p[k] != '\n' && p[k] != '\f' &&
-               p[k] != ' ' && p[k] != '<' && p[k] != '&' && p[k] != '#' && p[k] != ';')
+        while (k < n && k - j < 32 && p[k] != '\t' && p[k] != '\n' && p[k] != '\f' && p[k] != ' ' &&
+               p[k] != '<' && p[k] != '&' && p[k] != '#' && p[k] != ';')
             k++;
         if (k == j) {
             if (cps_push(o, '&'))
@@ -356,8 +350,8 @@ static int is_white_space(uint32_t c)
         return c == 0x20 || (c >= 0x09 && c <= 0x0D);
     if (c < 0x85)
         return 0;
-    return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
-           c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+    return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
+           c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
 /* Python's str.isspace (what str.strip removes): White_Space plus U+001C..U+001F. */
@@ -480,6 +474,37 @@ static int py_lower(const clipl__cps *s, clipl__cps *o)
     return CLIPL_OK;
 }
 
+/* ---- NFC quick check ------------------------------------------------------------------------ */
+
+/* 1 when c is NFC_Quick_Check=Yes with canonical combining class 0, judged conservatively from
+ * utf8proc's data: everything below U+0300; Hangul syllables; otherwise no decomposition, class 0,
+ * not a mark (every second character of a canonical composition is a mark or a conjoining jamo,
+ * which was checked against Python's unicodedata) and not a conjoining Hangul jamo. */
+static int nfc_stable(uint32_t c)
+{
+    if (c < 0x300)
+        return 1;
+    if (c >= 0xAC00 && c <= 0xD7A3) /* Hangul syllables: composed algorithmically, QC=Yes */
+        return 1;
+    if (c >= 0x1100 && c <= 0x11FF)
+        return 0;
+    const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
+    if (p->combining_class != 0 || p->decomp_seqindex != UINT16_MAX)
+        return 0;
+    return p->category != UTF8PROC_CATEGORY_MN && p->category != UTF8PROC_CATEGORY_MC &&
+           p->category != UTF8PROC_CATEGORY_ME;
+}
+
+/* 1 when the text is certainly in NFC already, so utf8proc_map can be skipped (UAX #15 quick
+ * check: every character QC=Yes and no reordering possible). */
+static int nfc_quick_yes(const clipl__cps *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->p[i] >= 0x300 && !nfc_stable(s->p[i]))
+            return 0;
+    return 1;
+}
+
 /* ---- the whole cleaning --------------------------------------------------------------------- */
 
 int clipl__text_clean(const char *text, size_t len, char **out, size_t *out_len)
@@ -491,15 +516,10 @@ int clipl__text_clean(const char *text, size_t len, char **out, size_t *out_len)
     *out = NULL;
     *out_len = 0;
 
-    int ascii = 1;
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)text[i] >= 0x80) {
-            ascii = 0;
-            break;
-        }
-    if (ascii) { /* NFC is the identity on ASCII */
-        rc = cps_from_utf8(&a, text, len);
-    } else {
+    if ((rc = cps_from_utf8(&a, text, len)))
+        goto done;
+    if (!nfc_quick_yes(&a)) {
+        a.n = 0;
         utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len,
                                           &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
         if (r < 0) {
@@ -507,10 +527,9 @@ int clipl__text_clean(const char *text, size_t len, char **out, size_t *out_len)
                             "tokenizer: NFC normalisation failed: %s", utf8proc_errmsg(r));
             goto done;
         }
-        rc = cps_from_utf8(&a, (const char *)nfc, (size_t)r);
+        if ((rc = cps_from_utf8(&a, (const char *)nfc, (size_t)r)))
+            goto done;
     }
-    if (rc)
-        goto done;
 
     for (int pass = 0; pass < 2; pass++) {
         if (!has_amp(&a))

@@ -23,9 +23,9 @@
 
 /* OpenAI's pre-tokenizer, compiled with PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS. After cleaning,
  * the only whitespace left is " " (every White_Space run became one), so \s is written " ":
- * PCRE2's \s would also match U+180E, which is not White_Space. U+0345 is excluded from the last class because under
- * re.IGNORECASE the `regex` module matches it with neither [\p{L}] nor [^\s\p{L}\p{N}] (it case
- * folds to a letter), so Python drops it. */
+ * PCRE2's \s would also match U+180E, which is not White_Space. U+0345 is excluded from the last
+ * class because under re.IGNORECASE the `regex` module matches it with neither [\p{L}] nor
+ * [^\s\p{L}\p{N}] (it case folds to a letter), so Python drops it. */
 static const char PATTERN[] = "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|"
                               "[\\p{L}]+|[\\p{N}]|[^ \\p{L}\\p{N}\\x{345}]+";
 
@@ -78,17 +78,18 @@ typedef struct {
 
 struct clipl_tokenizer {
     int32_t n_vocab;
-    char **str;         /* id -> symbol string (byte-to-unicode alphabet, UTF-8); NULL if unused */
-    uint32_t *str_len;  /* its length */
-    char **raw;         /* id -> the bytes decode produces ("</w>" kept; removed after decoding) */
-    uint32_t *raw_len;  /* its length; UINT32_MAX when the symbol has no byte decoding */
-    str_map enc;        /* symbol string -> id */
-    pair_map ranks;     /* merges */
+    char **str;        /* id -> symbol string (byte-to-unicode alphabet, UTF-8); NULL if unused */
+    uint32_t *str_len; /* its length */
+    char **raw;        /* id -> the bytes decode produces ("</w>" kept; removed after decoding) */
+    uint32_t *raw_len; /* its length; UINT32_MAX when the symbol has no byte decoding */
+    str_map enc;       /* symbol string -> id */
+    pair_map ranks;    /* merges */
     int32_t byte_id[256], byte_id_eow[256]; /* initial symbols of a word */
     int32_t sot, eot;
     pcre2_code *re;
 
     pthread_mutex_t lock; /* guards the cache */
+    int lock_ok;          /* lock was initialised */
     cache_entry *cache;
     size_t cache_mask, cache_count;
     char *ckeys;
@@ -304,6 +305,7 @@ static int finish(clipl_tokenizer *t, const char *what)
     t->cache_limit = DEFAULT_CACHE_LIMIT;
     if (pthread_mutex_init(&t->lock, NULL) != 0)
         return clipl__err(CLIPL_ENOMEM, "tokenizer: cannot create the cache mutex");
+    t->lock_ok = 1;
     return CLIPL_OK;
 }
 
@@ -338,7 +340,7 @@ void clipl_tokenizer_free(clipl_tokenizer *tok)
 {
     if (!tok)
         return;
-    if (tok->re) /* the mutex exists once finish() compiled the pattern */
+    if (tok->lock_ok)
         pthread_mutex_destroy(&tok->lock);
     tok_free_tables(tok);
     free(tok);
@@ -382,8 +384,7 @@ static int read_file(const char *path, const char *what, char **out, size_t *out
             const char *m = gzerror(f, &zerr);
             free(buf);
             gzclose(f);
-            return clipl__err(CLIPL_EFORMAT, "tokenizer: cannot read %s '%s': %s", what, path,
-                              m);
+            return clipl__err(CLIPL_EFORMAT, "tokenizer: cannot read %s '%s': %s", what, path, m);
         }
         if (r == 0)
             break;
@@ -404,14 +405,14 @@ static int split_merge(const char *s, size_t n, const char **a, size_t *an, cons
     int parts = 0;
     size_t i = 0;
     while (i < n) {
-        while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\v' ||
-                         s[i] == '\f'))
+        while (i < n &&
+               (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\v' || s[i] == '\f'))
             i++;
         if (i == n)
             break;
         size_t st = i;
-        while (i < n && !(s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\v' ||
-                          s[i] == '\f'))
+        while (i < n &&
+               !(s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\v' || s[i] == '\f'))
             i++;
         if (parts == 0) {
             *a = s + st;
@@ -433,8 +434,8 @@ typedef struct {
 
 /* Collects up to max merges from text, skipping the first line when skip_first (OpenAI's file has
  * a version line; HuggingFace's starts with "#version"). */
-static int parse_merges(const char *text, size_t len, const char *path, int skip_first,
-                        size_t max, merge_line **out, size_t *n_out)
+static int parse_merges(const char *text, size_t len, const char *path, int skip_first, size_t max,
+                        merge_line **out, size_t *n_out)
 {
     merge_line *m = malloc((max ? max : 1) * sizeof *m);
     if (!m)
@@ -539,8 +540,7 @@ clipl_tokenizer *clipl_tokenizer_load(const char *path)
     for (size_t r = 0; r < n_merges; r++) {
         char buf[1024];
         if (m[r].an + m[r].bn > sizeof buf) {
-            clipl__err(CLIPL_EFORMAT, "tokenizer: '%s' line %zu: symbol too long", path,
-                       m[r].line);
+            clipl__err(CLIPL_EFORMAT, "tokenizer: '%s' line %zu: symbol too long", path, m[r].line);
             goto fail;
         }
         memcpy(buf, m[r].a, m[r].an);
@@ -581,8 +581,8 @@ clipl_tokenizer *clipl_tokenizer_load_hf(const char *vocab_json_path, const char
     }
     int64_t max_id = -1;
     for (cJSON *it = root->child; it; it = it->next) {
-        if (!cJSON_IsNumber(it) || !it->string || it->valuedouble < 0 ||
-            it->valuedouble > 1e7 || it->valuedouble != (double)(int64_t)it->valuedouble) {
+        if (!cJSON_IsNumber(it) || !it->string || it->valuedouble < 0 || it->valuedouble > 1e7 ||
+            it->valuedouble != (double)(int64_t)it->valuedouble) {
             clipl__err(CLIPL_EFORMAT, "tokenizer: '%s': entry '%.60s' is not a token id",
                        vocab_json_path, it->string ? it->string : "?");
             goto fail;
@@ -699,8 +699,8 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem)
 
 /* Adds key -> ids. Best effort: a failed allocation only means no caching. Caller holds the
  * lock. */
-static void cache_put(clipl_tokenizer *t, uint64_t h, const char *key, size_t n,
-                      const int32_t *ids, size_t n_ids)
+static void cache_put(clipl_tokenizer *t, uint64_t h, const char *key, size_t n, const int32_t *ids,
+                      size_t n_ids)
 {
     if (t->cache_limit <= 0 || n > 4096)
         return;
@@ -865,8 +865,8 @@ static int encode(clipl_tokenizer *t, const char *text, size_t len, ivec *out, c
         if (r < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(r, msg, sizeof msg);
-            rc = clipl__err(CLIPL_EUNSUPPORTED, "%s: PCRE2 match failed: %s", op,
-                            (const char *)msg);
+            rc =
+                clipl__err(CLIPL_EUNSUPPORTED, "%s: PCRE2 match failed: %s", op, (const char *)msg);
             goto done;
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);

@@ -5,6 +5,7 @@
  */
 #include "check.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,8 +287,8 @@ static void test_decode_cases(clipl_tokenizer *tok)
             rc = clipl_tokenizer_decode(tok, ids, (size_t)n, got, len, &len2);
         int good = rc == CLIPL_OK && len2 == len && len == dlen && memcmp(got, want, len) == 0;
         if (!good)
-            fprintf(stderr, "decode mismatch: want \"%s\" got \"%.*s\" (%s)\n", want, (int)len,
-                    got, clipl_errmsg());
+            fprintf(stderr, "decode mismatch: want \"%s\" got \"%.*s\" (%s)\n", want, (int)len, got,
+                    clipl_errmsg());
         CHECK(good);
         ok += good;
 
@@ -347,7 +348,7 @@ static void test_api(clipl_tokenizer *tok)
 
     /* decode of lone bytes: errors='replace' gives one U+FFFD per maximal ill-formed subpart.
      * Byte 0xE2 is id 188 + ... : find ids through the vocabulary instead. */
-    int32_t e2 = clipl_tokenizer_token_id(tok, "\xC3\xA2", 2); /* byte 0xE2 -> 'â' */
+    int32_t e2 = clipl_tokenizer_token_id(tok, "\xC3\xA2", 2);  /* byte 0xE2 -> 'â' */
     int32_t x82 = clipl_tokenizer_token_id(tok, "\xC4\xA4", 2); /* byte 0x82 -> U+0124 */
     int32_t a = clipl_tokenizer_token_id(tok, "a</w>", 5);
     CHECK(e2 >= 0 && x82 >= 0 && a >= 0);
@@ -355,7 +356,10 @@ static void test_api(clipl_tokenizer *tok)
     char out[32];
     size_t len = 0;
     CHECK_OK(clipl_tokenizer_decode(tok, trunc, 3, out, sizeof out, &len));
-    CHECK(len == 5 && memcmp(out, "\xEF\xBF\xBD" "a ", 5) == 0);
+    CHECK(len == 5 && memcmp(out,
+                             "\xEF\xBF\xBD"
+                             "a ",
+                             5) == 0);
 
     /* tokenize: too long is an error naming the text; truncate ends with eot */
     char longtext[2000];
@@ -391,22 +395,28 @@ static void test_api(clipl_tokenizer *tok)
     struct {
         const char *in, *want;
     } clean[] = {
-        {"\x1c\x1f  A\x1c" "B \xC2\x85 C\x1f", "a\x1c" "b c"}, /* strip vs \s (U+001C..1F) */
-        {"&amp;lt;", "<"},                   /* unescaped twice */
-        {"&amp;amp;amp;", "&amp;"},          /* ... and only twice */
+        {"\x1c\x1f  A\x1c"
+         "B \xC2\x85 C\x1f",
+         "a\x1c"
+         "b c"},                    /* strip vs \s (U+001C..1F) */
+        {"&amp;lt;", "<"},          /* unescaped twice */
+        {"&amp;amp;amp;", "&amp;"}, /* ... and only twice */
         {"&#0;&#x110000;&#xD800;", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},
-        {"a&#1;b&#x80;c", "ab\xE2\x82\xAC" "c"}, /* dropped; windows-1252 remap */
+        {"a&#1;b&#x80;c", "ab\xE2\x82\xAC"
+                          "c"}, /* dropped; windows-1252 remap */
         {"&notit; &notin; &amp", "\xC2\xACit; \xE2\x88\x89 &"},
         {"&#", "&#"},
         {"\xCE\xA3\xCE\x91\xCE\xA3", "\xCF\x83\xCE\xB1\xCF\x82"}, /* ΣΑΣ -> σας */
-        {"\xC4\xB0", "i\xCC\x87"},                                 /* İ -> i + U+0307 */
-        {"e\xCC\x81", "\xC3\xA9"},                                 /* NFC */
+        {"\xC4\xB0", "i\xCC\x87"},                                /* İ -> i + U+0307 */
+        {"e\xCC\x81", "\xC3\xA9"},                                /* NFC */
+        {"\xE1\x84\x80\xE1\x85\xA1", "\xEA\xB0\x80"},             /* jamo -> U+AC00 */
+        {"\xE2\x84\xAB", "\xC3\xA5"}, /* U+212B ANGSTROM SIGN -> U+00C5 -> U+00E5 */
     };
     for (size_t i = 0; i < sizeof clean / sizeof clean[0]; i++) {
         char buf[64];
         size_t bl = 0;
-        CHECK_OK(clipl_tokenizer_clean(tok, clean[i].in, strlen(clean[i].in), buf, sizeof buf,
-                                       &bl));
+        CHECK_OK(
+            clipl_tokenizer_clean(tok, clean[i].in, strlen(clean[i].in), buf, sizeof buf, &bl));
         int good = bl == strlen(clean[i].want) && memcmp(buf, clean[i].want, bl) == 0;
         if (!good)
             fprintf(stderr, "clean #%zu: got \"%.*s\" want \"%s\"\n", i, (int)bl, buf,
@@ -435,6 +445,49 @@ static void test_load_errors(void)
     clipl_errclear();
 }
 
+/* Several threads share one tokenizer (and its word cache, kept small so it is emptied often):
+ * every thread must get the ids a single thread gets. */
+enum { N_THREAD_TEXTS = 6, N_THREADS = 4 };
+static const char *thread_texts[N_THREAD_TEXTS] = {
+    "a photo of a dog",   "Übermensch Straße", "東京タワーの写真",
+    "it's a cat&amp;dog", "ΟΔΟΣ ψυχή",         "the quick brown fox jumps over the lazy dog 12345"};
+static int32_t thread_want[N_THREAD_TEXTS][64];
+static size_t thread_want_n[N_THREAD_TEXTS];
+
+static void *thread_main(void *arg)
+{
+    clipl_tokenizer *tok = arg;
+    long bad = 0;
+    for (int rep = 0; rep < 300; rep++)
+        for (int i = 0; i < N_THREAD_TEXTS; i++) {
+            int32_t ids[64];
+            size_t n = 0;
+            if (clipl_tokenizer_encode(tok, thread_texts[i], strlen(thread_texts[i]), ids, 64,
+                                       &n) != CLIPL_OK ||
+                n != thread_want_n[i] || memcmp(ids, thread_want[i], n * 4) != 0)
+                bad++;
+        }
+    return (void *)bad;
+}
+
+static void test_threads(clipl_tokenizer *tok)
+{
+    clipl_tokenizer_cache_clear(tok);
+    for (int i = 0; i < N_THREAD_TEXTS; i++)
+        CHECK_OK(clipl_tokenizer_encode(tok, thread_texts[i], strlen(thread_texts[i]),
+                                        thread_want[i], 64, &thread_want_n[i]));
+    clipl_tokenizer_cache_limit(tok, 5);
+    pthread_t th[N_THREADS];
+    for (int k = 0; k < N_THREADS; k++)
+        CHECK(pthread_create(&th[k], NULL, thread_main, tok) == 0);
+    for (int k = 0; k < N_THREADS; k++) {
+        void *r = NULL;
+        pthread_join(th[k], &r);
+        CHECK(r == NULL);
+    }
+    clipl_tokenizer_cache_limit(tok, 200000);
+}
+
 int main(void)
 {
     clipl_tokenizer *tok = clipl_tokenizer_load(GOLDEN "bpe_simple_vocab_16e6.txt.gz");
@@ -446,6 +499,7 @@ int main(void)
     test_encode_cases(tok);
     test_decode_cases(tok);
     test_api(tok);
+    test_threads(tok);
     /* the goldens again with the word cache off: the cache must not change any result */
     clipl_tokenizer_cache_limit(tok, 0);
     test_encode_cases(tok);
