@@ -92,21 +92,19 @@ local function write_hf_files(dir)
         end
         return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64)
     end
-    local bs, cs = {}, {}
+    local cs = {}
     local printable = {}
     for b = 33, 126 do printable[b] = true end
     for b = 161, 172 do printable[b] = true end
     for b = 174, 255 do printable[b] = true end
     for b = 0, 255 do
         if printable[b] then
-            bs[#bs + 1] = b
             cs[#cs + 1] = b
         end
     end
     local n = 0
     for b = 0, 255 do
         if not printable[b] then
-            bs[#bs + 1] = b
             cs[#cs + 1] = 256 + n
             n = n + 1
         end
