@@ -151,8 +151,16 @@ HORIZONTAL_PASS(horizontal_u8_2, 2)
 HORIZONTAL_PASS(horizontal_u8_3, 3)
 HORIZONTAL_PASS(horizontal_u8_4, 4)
 
+/* On x86-64 the vertical pass is also built for AVX2 and picked at load time (integer
+ * arithmetic: the same results on every path). */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(CLIPL_NO_CLONES)
+#define HOT_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HOT_CLONES
+#endif
+
 /* Vertical pass: dst row yy = weighted rows of src (row_len samples per row). */
-static void vertical_u8(const uint8_t *src, size_t row_len, const coeffs *c, uint8_t *dst, int dh,
+HOT_CLONES static void vertical_u8(const uint8_t *src, size_t row_len, const coeffs *c, uint8_t *dst, int dh,
                         int32_t *acc)
 {
     for (int yy = 0; yy < dh; yy++) {
