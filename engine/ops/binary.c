@@ -290,14 +290,14 @@ static bool has_negative(const clipl_tensor *t)
     return false;
 }
 
-/* out = a op b; a and b broadcast to out's shape (checked by the caller). The compute kind follows
- * the common dtype of a and b. */
+/* out = a op b; a and b broadcast to out's shape (checked by the caller). Arithmetic is in float
+ * when the common dtype of a and b or the output is a float (integer division), else in int64. */
 static int run(const char *name, int op, const clipl_tensor *a, const clipl_tensor *b,
                clipl_tensor *out, double alpha)
 {
     int common = clipl__common_dtype(a->dt, b->dt);
     kernel k = {.op = op, .dout = out->dt, .da = a->dt, .db = b->dt, .alpha = (float)alpha};
-    k.kind = is_cmp(op) ? 2 : plain_is_float(common) ? 0 : 1;
+    k.kind = is_cmp(op) ? 2 : (plain_is_float(common) || plain_is_float(out->dt)) ? 0 : 1;
     if (k.kind == 1) {
         if (op == CLIPL_BIN_DIV)
             return clipl__err(CLIPL_EINVAL,
@@ -365,16 +365,6 @@ static int out_dtype(int op, int common)
     return common;
 }
 
-/* Converts integer operands of an integer division to f32 views (copies) so the float kernel runs.
- * Other cases pass the tensors through (retained). */
-static int promote(const clipl_tensor *t, int want, clipl_tensor **dst)
-{
-    if (plain_is_float(want) && plain_is_int(t->dt))
-        return clipl_tensor_to(t, dst, want);
-    *dst = clipl_tensor_retain((clipl_tensor *)t);
-    return CLIPL_OK;
-}
-
 static int binary_alpha(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst, int op,
                         double alpha)
 {
@@ -391,27 +381,15 @@ static int binary_alpha(const clipl_tensor *a, const clipl_tensor *b, clipl_tens
     if (common < 0)
         return clipl__err(CLIPL_EINVAL, "%s: unknown dtype", op_names[op]);
     int odt = out_dtype(op, common);
-    clipl_tensor *out = plain_new(odt, ndim, shape, &rc), *pa = NULL, *pb = NULL;
+    clipl_tensor *out = plain_new(odt, ndim, shape, &rc);
     if (!out)
         return rc;
-    if (op == CLIPL_BIN_DIV && odt != common) {
-        if ((rc = promote(a, odt, &pa)) || (rc = promote(b, odt, &pb)))
-            goto fail;
-        rc = run(op_names[op], op, pa, pb, out, alpha);
-    } else {
-        rc = run(op_names[op], op, a, b, out, alpha);
+    if ((rc = run(op_names[op], op, a, b, out, alpha))) {
+        clipl_tensor_release(out);
+        return rc;
     }
-    if (rc)
-        goto fail;
-    clipl_tensor_release(pa);
-    clipl_tensor_release(pb);
     *dst = out;
     return CLIPL_OK;
-fail:
-    clipl_tensor_release(pa);
-    clipl_tensor_release(pb);
-    clipl_tensor_release(out);
-    return rc;
 }
 
 int clipl_binary(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst, int op)
@@ -475,23 +453,18 @@ int clipl_binary_scalar(const clipl_tensor *a, double s, clipl_tensor **dst, int
         return clipl__err(CLIPL_EINVAL, "%s: NULL argument", op_names[op]);
     bool fl = scalar_needs_float(a->dt, op, s);
     int odt = is_cmp(op) ? CLIPL_U8 : fl ? (plain_is_float(a->dt) ? a->dt : CLIPL_F32) : a->dt;
-    clipl_tensor *st = scalar_tensor(s, fl), *pa = NULL, *out = NULL;
+    clipl_tensor *st = scalar_tensor(s, fl), *out = NULL;
     if (!st)
         return clipl_errcode();
-    if ((rc = promote(a, is_cmp(op) ? a->dt : odt, &pa)))
-        goto done;
     out = plain_new(odt, a->ndim, a->shape, &rc);
-    if (!out)
-        goto done;
-    rc = reversed ? run(op_names[op], op, st, pa, out, 1.0)
-                  : run(op_names[op], op, pa, st, out, 1.0);
-    if (rc == CLIPL_OK) {
+    if (out)
+        rc = reversed ? run(op_names[op], op, st, a, out, 1.0)
+                      : run(op_names[op], op, a, st, out, 1.0);
+    if (out && rc == CLIPL_OK) {
         *dst = out;
         out = NULL;
     }
-done:
     clipl_tensor_release(out);
-    clipl_tensor_release(pa);
     clipl_tensor_release(st);
     return rc;
 }
