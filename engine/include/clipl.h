@@ -337,6 +337,20 @@ CLIPL_API int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights,
                            const clipl_tensor *bias, clipl_tensor **dst,
                            const clipl_conv2d_opts *opts);
 
+/* Convolution weights (and bias) reordered once into the layout oneDNN's convolution picks for
+ * inputs of about h_hint x w_hint (<= 0: 56), with the options fixed (copied). dtype CLIPL_F32 or
+ * CLIPL_BF16 (-1 keeps the weights' dtype). New handle or NULL. */
+typedef struct clipl_conv2d_weights clipl_conv2d_weights;
+CLIPL_API clipl_conv2d_weights *clipl_conv2d_prepare(const clipl_tensor *weights,
+                                                     const clipl_tensor *bias, int dtype,
+                                                     const clipl_conv2d_opts *opts, int64_t h_hint,
+                                                     int64_t w_hint);
+CLIPL_API void clipl_conv2d_weights_free(clipl_conv2d_weights *w);
+/* dst = conv2d(src [N, C, H, W]) with prepared weights; src in f32 or bf16 (converted to the
+ * weights' dtype when they differ), dst in src's dtype. *dst: new reference. */
+CLIPL_API int clipl_conv2d_apply(const clipl_conv2d_weights *w, const clipl_tensor *src,
+                                 clipl_tensor **dst);
+
 /* Batch norm, inference: dst = (src - mean) / sqrt(var + eps) * weight + bias over dim 1 of src
  * [N, C, ...]; mean, var, weight, bias: [C] (weight/bias may be NULL: 1 and 0). *dst: new ref. */
 CLIPL_API int clipl_batch_norm(const clipl_tensor *src, const clipl_tensor *mean,
