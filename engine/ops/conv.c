@@ -1,10 +1,12 @@
 /*
  * conv.c - 2-d convolution (NCHW, groups, stride, padding, dilation, bias, fused activation) on
- * oneDNN's convolution primitive. The primitive picks its own (blocked) layouts; src, weights and
- * dst are reordered to and from them around the call.
+ * oneDNN's convolution primitive. The primitive picks its own (blocked) layouts; src and dst are
+ * reordered to and from them around the call, weights too unless they were prepared once with
+ * clipl_conv2d_prepare.
  */
 #include "dnnl_util.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const clipl_conv2d_opts default_opts = {{1, 1}, {0, 0}, {1, 1}, 1, 0, 0, 0};
@@ -43,160 +45,187 @@ static void unstage(staged *s)
     s->tmp = NULL;
 }
 
-int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const clipl_tensor *bias,
-                 clipl_tensor **dst, const clipl_conv2d_opts *opts)
+/* Geometry of a convolution, normalised from the options. */
+typedef struct geom {
+    int64_t O, C, KH, KW, g;
+    int64_t sh, sw, dh, dw, ph, pw;
+    int32_t act;
+    float alpha, beta;
+} geom;
+
+static int geom_from(geom *G, const clipl_tensor *weights, const clipl_conv2d_opts *opts,
+                     const char *op)
 {
-    const char *op = "conv2d";
     const clipl_conv2d_opts *o = opts ? opts : &default_opts;
-    int rc;
-    if ((rc = clipl__dnnl_check_float(src, op, "src")) ||
-        (rc = clipl__dnnl_check_float(weights, op, "weights")))
-        return rc;
-    if (bias && (rc = clipl__dnnl_check_float(bias, op, "bias")))
-        return rc;
-    char s1[96], s2[96];
-    int64_t g = o->groups > 0 ? o->groups : 1;
-    int64_t sh = o->stride[0] > 0 ? o->stride[0] : 1, sw = o->stride[1] > 0 ? o->stride[1] : 1;
-    int64_t dh = o->dilation[0] > 0 ? o->dilation[0] : 1;
-    int64_t dw = o->dilation[1] > 0 ? o->dilation[1] : 1;
-    int64_t ph = o->padding[0], pw = o->padding[1];
-    if (ph < 0 || pw < 0 || o->groups < 0)
+    char s1[96];
+    if (weights->ndim != 4)
+        return clipl__err(CLIPL_ESHAPE, "%s: weights must be [O, C/groups, KH, KW], got [%s]", op,
+                          clipl__tshape(s1, sizeof s1, weights));
+    if (o->padding[0] < 0 || o->padding[1] < 0 || o->groups < 0)
         return clipl__err(CLIPL_EINVAL, "%s: negative padding or groups", op);
-    if (src->ndim != 4 || weights->ndim != 4)
-        return clipl__err(CLIPL_ESHAPE,
-                          "%s: expected src [N, C, H, W] and weights [O, C/groups, "
-                          "KH, KW], got [%s] and [%s]",
-                          op, clipl__tshape(s1, sizeof s1, src),
-                          clipl__tshape(s2, sizeof s2, weights));
-    int64_t N = src->shape[0], C = src->shape[1], H = src->shape[2], W = src->shape[3];
-    int64_t O = weights->shape[0], KH = weights->shape[2], KW = weights->shape[3];
-    if (C % g || O % g || weights->shape[1] * g != C)
-        return clipl__err(CLIPL_ESHAPE,
-                          "%s: size mismatch, src [%s] with weights [%s] and "
-                          "groups %lld",
-                          op, clipl__tshape(s1, sizeof s1, src),
-                          clipl__tshape(s2, sizeof s2, weights), (long long)g);
-    if (src->dt != weights->dt)
-        return clipl__err(CLIPL_EINVAL, "%s: dtypes differ, src %s and weights %s", op,
-                          clipl_dtype_name(src->dt), clipl_dtype_name(weights->dt));
-    if (bias && clipl_tensor_numel(bias) != O)
-        return clipl__err(CLIPL_ESHAPE, "%s: bias [%s] for %lld output channels", op,
-                          clipl__tshape(s1, sizeof s1, bias), (long long)O);
     if (o->act < 0 || o->act >= CLIPL_ACT_COUNT)
         return clipl__err(CLIPL_EINVAL, "%s: unknown activation %d", op, (int)o->act);
-    int64_t eh = (KH - 1) * dh + 1, ew = (KW - 1) * dw + 1;
-    int64_t OH = (H + 2 * ph - eh) / sh + 1, OW = (W + 2 * pw - ew) / sw + 1;
-    if (H + 2 * ph < eh || W + 2 * pw < ew || OH <= 0 || OW <= 0)
+    G->g = o->groups > 0 ? o->groups : 1;
+    G->O = weights->shape[0];
+    G->C = weights->shape[1] * G->g;
+    G->KH = weights->shape[2];
+    G->KW = weights->shape[3];
+    G->sh = o->stride[0] > 0 ? o->stride[0] : 1;
+    G->sw = o->stride[1] > 0 ? o->stride[1] : 1;
+    G->dh = o->dilation[0] > 0 ? o->dilation[0] : 1;
+    G->dw = o->dilation[1] > 0 ? o->dilation[1] : 1;
+    G->ph = o->padding[0];
+    G->pw = o->padding[1];
+    G->act = o->act;
+    G->alpha = o->alpha;
+    G->beta = o->beta;
+    if (G->O % G->g)
+        return clipl__err(CLIPL_ESHAPE, "%s: %lld output channels do not split into %lld groups",
+                          op, (long long)G->O, (long long)G->g);
+    return CLIPL_OK;
+}
+
+/* The weights descriptor of the plain [O, C/g, KH, KW] (or [g, O/g, C/g, KH, KW]) layout. */
+static int plain_wmd(dnnl_memory_desc_t *md, const geom *G, int dtype, const char *op)
+{
+    if (G->g == 1) {
+        int64_t s[4] = {G->O, G->C, G->KH, G->KW}, st[4];
+        clipl__contiguous_strides(4, s, st);
+        return clipl__dnnl_md_dims(md, 4, s, st, dtype, op);
+    }
+    int64_t s[5] = {G->g, G->O / G->g, G->C / G->g, G->KH, G->KW}, st[5];
+    clipl__contiguous_strides(5, s, st);
+    return clipl__dnnl_md_dims(md, 5, s, st, dtype, op);
+}
+
+/* The cached primitive for src [N, C, H, W] of dtype sdt, weights of dtype wdt, f32 bias or none
+ * and dst of dtype ddt, all layouts chosen by oneDNN. */
+static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int wdt, int ddt,
+                              bool bias, const char *op)
+{
+    int64_t OH = (sdims[2] + 2 * G->ph - ((G->KH - 1) * G->dh + 1)) / G->sh + 1;
+    int64_t OW = (sdims[3] + 2 * G->pw - ((G->KW - 1) * G->dw + 1)) / G->sw + 1;
+    dnnl_dims_t sd = {sdims[0], G->C, sdims[2], sdims[3]}, dd = {sdims[0], G->O, OH, OW};
+    dnnl_dims_t wd4 = {G->O, G->C, G->KH, G->KW};
+    dnnl_dims_t wd5 = {G->g, G->O / G->g, G->C / G->g, G->KH, G->KW}, bd = {G->O};
+    dnnl_dims_t strides = {G->sh, G->sw}, dil = {G->dh - 1, G->dw - 1}, pad = {G->ph, G->pw};
+    clipl__key k;
+    clipl__key_init(&k, "conv2d");
+    for (int i = 0; i < 4; i++)
+        clipl__key_add(&k, sd[i]);
+    clipl__key_add(&k, G->O);
+    clipl__key_add(&k, G->KH * 65536 + G->KW);
+    clipl__key_add(&k, G->g);
+    clipl__key_add(&k, ((sdt * 16 + wdt) * 16 + ddt) * 2 + (bias ? 1 : 0));
+    for (int i = 0; i < 2; i++) {
+        clipl__key_add(&k, strides[i]);
+        clipl__key_add(&k, dil[i]);
+        clipl__key_add(&k, pad[i]);
+    }
+    clipl__key_add(&k, G->act);
+    clipl__key_addf(&k, G->alpha);
+    clipl__key_addf(&k, G->beta);
+    clipl__prim *p = clipl__prim_get(&k);
+    if (p)
+        return p;
+    dnnl_engine_t eng = clipl__dnnl_engine(op);
+    if (!eng)
+        return NULL;
+    dnnl_memory_desc_t sany, wany, bmd, dany;
+    dnnl_convolution_desc_t desc;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int rc = clipl__dnnl_check(
+        dnnl_memory_desc_init_by_tag(&sany, 4, sd, clipl__dnnl_dt(sdt), dnnl_format_tag_any), op,
+        "src descriptor");
+    if (!rc)
+        rc = clipl__dnnl_check(
+            dnnl_memory_desc_init_by_tag(&wany, G->g == 1 ? 4 : 5, G->g == 1 ? wd4 : wd5,
+                                         clipl__dnnl_dt(wdt), dnnl_format_tag_any),
+            op, "weights descriptor");
+    if (!rc)
+        rc = clipl__dnnl_check(
+            dnnl_memory_desc_init_by_tag(&dany, 4, dd, clipl__dnnl_dt(ddt), dnnl_format_tag_any),
+            op, "dst descriptor");
+    if (!rc && bias)
+        rc = clipl__dnnl_check(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), op,
+                               "bias descriptor");
+    if (!rc)
+        rc = clipl__dnnl_check(dnnl_dilated_convolution_forward_desc_init(
+                                   &desc, dnnl_forward_inference, dnnl_convolution_direct, &sany,
+                                   &wany, bias ? &bmd : NULL, &dany, strides, dil, pad, pad),
+                               op, "convolution descriptor");
+    if (!rc)
+        rc = clipl__dnnl_check(dnnl_post_ops_create(&po), op, "post-ops");
+    if (!rc)
+        rc = clipl__dnnl_append_act(po, G->act, G->alpha, G->beta, op);
+    if (!rc)
+        rc = clipl__dnnl_attr(&attr, po, op);
+    if (!rc)
+        rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
+                               "convolution primitive descriptor");
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (po)
+        dnnl_post_ops_destroy(po);
+    if (rc)
+        return NULL;
+    return clipl__prim_put(&k, pd, op);
+}
+
+/* dst = conv(src, weights at wptr described by wmd) + bias (f32 [O] or NULL). src is checked,
+ * contiguous and of dtype wdt; dst gets dtype ddt. */
+static int conv_run(const geom *G, const clipl_tensor *src, int wdt, const dnnl_memory_desc_t *wmd,
+                    void *wptr, const float *bias, int ddt, clipl_tensor **dst, const char *op)
+{
+    char s1[96];
+    int64_t N = src->shape[0], H = src->shape[2], W = src->shape[3];
+    int64_t eh = (G->KH - 1) * G->dh + 1, ew = (G->KW - 1) * G->dw + 1;
+    if (H + 2 * G->ph < eh || W + 2 * G->pw < ew)
         return clipl__err(CLIPL_ESHAPE,
                           "%s: kernel %lldx%lld (dilated %lldx%lld) larger than "
                           "the padded input [%s]",
-                          op, (long long)KH, (long long)KW, (long long)eh, (long long)ew,
+                          op, (long long)G->KH, (long long)G->KW, (long long)eh, (long long)ew,
                           clipl__tshape(s1, sizeof s1, src));
-    int64_t oshape[4] = {N, O, OH, OW};
-    clipl_tensor *sc = NULL, *wc = NULL, *bc = NULL, *out = clipl_tensor_empty(src->dt, 4, oshape);
-    staged ss = {0}, ws = {0}, ds = {0};
+    int64_t OH = (H + 2 * G->ph - eh) / G->sh + 1, OW = (W + 2 * G->pw - ew) / G->sw + 1;
+    int64_t oshape[4] = {N, G->O, OH, OW};
+    clipl_tensor *out = clipl_tensor_empty(ddt, 4, oshape);
     if (!out)
         return clipl_errcode();
-    if (clipl_tensor_numel(out) == 0 || C == 0) {
-        if (C == 0)
+    int rc = CLIPL_OK;
+    if (clipl_tensor_numel(out) == 0 || G->C == 0) {
+        if (G->C == 0)
             rc = clipl_tensor_fill_(out, 0);
         *dst = out;
         return rc;
     }
-    if ((rc = clipl_tensor_contiguous(src, &sc)) || (rc = clipl_tensor_contiguous(weights, &wc)))
-        goto fail;
-    if (bias && (rc = clipl_tensor_to(bias, &bc, CLIPL_F32)))
-        goto fail;
-    dnnl_memory_desc_t smd, wmd, bmd, dmd, sany, wany, dany;
-    dnnl_data_type_t dt = clipl__dnnl_dt(src->dt);
-    if ((rc = clipl__dnnl_md(&smd, sc, op)) || (rc = clipl__dnnl_md(&dmd, out, op)))
-        goto fail;
-    if (g == 1) {
-        rc = clipl__dnnl_md(&wmd, wc, op);
-    } else {
-        int64_t gs[5] = {g, O / g, C / g, KH, KW}, gst[5];
-        clipl__contiguous_strides(5, gs, gst);
-        rc = clipl__dnnl_md_dims(&wmd, 5, gs, gst, wc->dt, op);
+    dnnl_memory_desc_t smd, dmd, bmd;
+    int64_t bsh[1] = {G->O}, bst[1] = {1};
+    if ((rc = clipl__dnnl_md(&smd, src, op)) || (rc = clipl__dnnl_md(&dmd, out, op)) ||
+        (bias && (rc = clipl__dnnl_md_dims(&bmd, 1, bsh, bst, CLIPL_F32, op)))) {
+        clipl_tensor_release(out);
+        return rc;
     }
-    int64_t bsh[1] = {O}, bst[1] = {1};
-    if (!rc && bc)
-        rc = clipl__dnnl_md_dims(&bmd, 1, bsh, bst, CLIPL_F32, op);
-    if (rc)
-        goto fail;
-    dnnl_dims_t sdims = {N, C, H, W}, ddims = {N, O, OH, OW};
-    if ((rc = clipl__dnnl_check(
-             dnnl_memory_desc_init_by_tag(&sany, 4, sdims, dt, dnnl_format_tag_any), op,
-             "src descriptor")) ||
-        (rc = clipl__dnnl_check(
-             dnnl_memory_desc_init_by_tag(&wany, wmd.ndims, wmd.dims, dt, dnnl_format_tag_any), op,
-             "weights descriptor")) ||
-        (rc = clipl__dnnl_check(
-             dnnl_memory_desc_init_by_tag(&dany, 4, ddims, dt, dnnl_format_tag_any), op,
-             "dst descriptor")))
-        goto fail;
-    dnnl_dims_t strides = {sh, sw}, dil = {dh - 1, dw - 1}, pl = {ph, pw}, pr = {ph, pw};
-    clipl__key k;
-    clipl__key_init(&k, "conv2d");
-    clipl__key_md(&k, &smd);
-    clipl__key_md(&k, &wmd);
-    clipl__key_md(&k, bc ? &bmd : NULL);
-    clipl__key_md(&k, &dmd);
-    for (int i = 0; i < 2; i++) {
-        clipl__key_add(&k, strides[i]);
-        clipl__key_add(&k, dil[i]);
-        clipl__key_add(&k, pl[i]);
-    }
-    clipl__key_add(&k, o->act);
-    clipl__key_addf(&k, o->alpha);
-    clipl__key_addf(&k, o->beta);
-    clipl__prim *p = clipl__prim_get(&k);
+    clipl__prim *p = conv_prim(G, src->shape, src->dt, wdt, ddt, bias != NULL, op);
     if (!p) {
-        dnnl_engine_t eng = clipl__dnnl_engine(op);
-        dnnl_convolution_desc_t desc;
-        dnnl_post_ops_t po = NULL;
-        dnnl_primitive_attr_t attr = NULL;
-        dnnl_primitive_desc_t pd;
-        if (!eng) {
-            rc = clipl_errcode();
-            goto fail;
-        }
-        rc = clipl__dnnl_check(dnnl_dilated_convolution_forward_desc_init(
-                                   &desc, dnnl_forward_inference, dnnl_convolution_direct, &sany,
-                                   &wany, bc ? &bmd : NULL, &dany, strides, dil, pl, pr),
-                               op, "convolution descriptor");
-        if (!rc)
-            rc = clipl__dnnl_check(dnnl_post_ops_create(&po), op, "post-ops");
-        if (!rc)
-            rc = clipl__dnnl_append_act(po, o->act, o->alpha, o->beta, op);
-        if (!rc)
-            rc = clipl__dnnl_attr(&attr, po, op);
-        if (!rc)
-            rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
-                                   "convolution primitive descriptor");
-        if (attr)
-            dnnl_primitive_attr_destroy(attr);
-        if (po)
-            dnnl_post_ops_destroy(po);
-        if (rc)
-            goto fail;
-        if (!(p = clipl__prim_put(&k, pd, op))) {
-            rc = clipl_errcode();
-            goto fail;
-        }
+        clipl_tensor_release(out);
+        return clipl_errcode();
     }
     const dnnl_memory_desc_t *want_s = dnnl_primitive_desc_query_md(p->pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *want_w =
         dnnl_primitive_desc_query_md(p->pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *want_d = dnnl_primitive_desc_query_md(p->pd, dnnl_query_dst_md, 0);
-    if (!(rc = stage(&ss, &smd, sc->ptr, want_s, 1, op)) &&
-        !(rc = stage(&ws, &wmd, wc->ptr, want_w, 1, op)) &&
+    staged ss = {0}, ws = {0}, ds = {0};
+    if (!(rc = stage(&ss, &smd, src->ptr, want_s, 1, op)) &&
+        !(rc = stage(&ws, wmd, wptr, want_w, 1, op)) &&
         !(rc = stage(&ds, &dmd, out->ptr, want_d, 0, op))) {
         clipl__arg args[4];
         int n = 0;
         args[n++] = (clipl__arg){DNNL_ARG_SRC, ss.md, ss.ptr};
         args[n++] = (clipl__arg){DNNL_ARG_WEIGHTS, ws.md, ws.ptr};
-        if (bc)
-            args[n++] = (clipl__arg){DNNL_ARG_BIAS, &bmd, bc->ptr};
+        if (bias)
+            args[n++] = (clipl__arg){DNNL_ARG_BIAS, &bmd, (void *)bias};
         args[n++] = (clipl__arg){DNNL_ARG_DST, ds.md, ds.ptr};
         rc = clipl__prim_exec(p, n, args, op);
         if (!rc && ds.tmp)
@@ -206,17 +235,177 @@ int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const cli
     unstage(&ws);
     unstage(&ds);
     clipl__prim_release(p);
-    if (rc)
-        goto fail;
-    clipl_tensor_release(sc);
-    clipl_tensor_release(wc);
-    clipl_tensor_release(bc);
+    if (rc) {
+        clipl_tensor_release(out);
+        return rc;
+    }
     *dst = out;
     return CLIPL_OK;
-fail:
+}
+
+/* Checks src against the geometry; *sc receives a contiguous copy in dtype (or src itself). */
+static int src_prepare(const clipl_tensor *src, const geom *G, int dtype, clipl_tensor **sc,
+                       const char *op, const char *wshape)
+{
+    char s1[96];
+    int rc = clipl__dnnl_check_float(src, op, "src");
+    if (rc)
+        return rc;
+    if (src->ndim != 4 || src->shape[1] != G->C)
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: size mismatch, src [%s] with weights [%s] and "
+                          "groups %lld (expected [N, %lld, H, W])",
+                          op, clipl__tshape(s1, sizeof s1, src), wshape, (long long)G->g,
+                          (long long)G->C);
+    if (src->dt == dtype)
+        return clipl_tensor_contiguous(src, sc);
+    return clipl_tensor_to(src, sc, dtype);
+}
+
+int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const clipl_tensor *bias,
+                 clipl_tensor **dst, const clipl_conv2d_opts *opts)
+{
+    const char *op = "conv2d";
+    int rc;
+    if ((rc = clipl__dnnl_check_float(weights, op, "weights")))
+        return rc;
+    if (bias && (rc = clipl__dnnl_check_float(bias, op, "bias")))
+        return rc;
+    geom G;
+    if ((rc = geom_from(&G, weights, opts, op)))
+        return rc;
+    char s1[96], s2[96];
+    clipl__tshape(s2, sizeof s2, weights);
+    if (src && src->dt != weights->dt && (src->dt == CLIPL_F32 || src->dt == CLIPL_BF16))
+        return clipl__err(CLIPL_EINVAL, "%s: dtypes differ, src %s and weights %s", op,
+                          clipl_dtype_name(src->dt), clipl_dtype_name(weights->dt));
+    if (bias && clipl_tensor_numel(bias) != G.O)
+        return clipl__err(CLIPL_ESHAPE, "%s: bias [%s] for %lld output channels", op,
+                          clipl__tshape(s1, sizeof s1, bias), (long long)G.O);
+    clipl_tensor *sc = NULL, *wc = NULL, *bc = NULL;
+    dnnl_memory_desc_t wmd;
+    if ((rc = src_prepare(src, &G, weights->dt, &sc, op, s2)))
+        return rc;
+    if ((rc = clipl_tensor_contiguous(weights, &wc)) ||
+        (bias && (rc = clipl_tensor_to(bias, &bc, CLIPL_F32))) ||
+        (rc = plain_wmd(&wmd, &G, weights->dt, op)))
+        goto done;
+    rc = conv_run(&G, sc, weights->dt, &wmd, wc->ptr, bc ? bc->ptr : NULL, src->dt, dst, op);
+done:
     clipl_tensor_release(sc);
     clipl_tensor_release(wc);
     clipl_tensor_release(bc);
-    clipl_tensor_release(out);
+    return rc;
+}
+
+/* ---- prepared convolution weights ----------------------------------------------------------- */
+
+struct clipl_conv2d_weights {
+    geom G;
+    int dt;
+    dnnl_memory_desc_t wmd; /* the layout the primitive chose for the hinted input size */
+    void *w;
+    size_t w_bytes;
+    float *bias; /* [O] or NULL */
+    char wshape[96];
+};
+
+clipl_conv2d_weights *clipl_conv2d_prepare(const clipl_tensor *weights, const clipl_tensor *bias,
+                                           int dtype, const clipl_conv2d_opts *opts, int64_t h_hint,
+                                           int64_t w_hint)
+{
+    const char *op = "conv2d_prepare";
+    char s1[96];
+    if (clipl__dnnl_check_float(weights, op, "weights"))
+        return NULL;
+    if (bias && clipl__dnnl_check_float(bias, op, "bias"))
+        return NULL;
+    if (dtype < 0)
+        dtype = weights->dt;
+    if (dtype != CLIPL_F32 && dtype != CLIPL_BF16) {
+        clipl__err(CLIPL_EINVAL, "%s: dtype must be f32 or bf16, got %s", op,
+                   clipl_dtype_name(dtype));
+        return NULL;
+    }
+    clipl_conv2d_weights *cw = calloc(1, sizeof *cw);
+    if (!cw) {
+        clipl__err(CLIPL_ENOMEM, "%s: out of memory", op);
+        return NULL;
+    }
+    clipl_tensor *wc = NULL;
+    clipl__prim *p = NULL;
+    int rc;
+    if ((rc = geom_from(&cw->G, weights, opts, op)))
+        goto fail;
+    if (bias && clipl_tensor_numel(bias) != cw->G.O) {
+        clipl__err(CLIPL_ESHAPE, "%s: bias [%s] for %lld output channels", op,
+                   clipl__tshape(s1, sizeof s1, bias), (long long)cw->G.O);
+        goto fail;
+    }
+    cw->dt = dtype;
+    clipl__tshape(cw->wshape, sizeof cw->wshape, weights);
+    int64_t eh = (cw->G.KH - 1) * cw->G.dh + 1, ew = (cw->G.KW - 1) * cw->G.dw + 1;
+    int64_t sdims[4] = {1, cw->G.C, h_hint > 0 ? h_hint : 56, w_hint > 0 ? w_hint : 56};
+    if (sdims[2] + 2 * cw->G.ph < eh)
+        sdims[2] = eh;
+    if (sdims[3] + 2 * cw->G.pw < ew)
+        sdims[3] = ew;
+    if (weights->dt == dtype)
+        rc = clipl_tensor_contiguous(weights, &wc);
+    else
+        rc = clipl_tensor_to(weights, &wc, dtype);
+    if (rc)
+        goto fail;
+    dnnl_memory_desc_t pmd;
+    if (plain_wmd(&pmd, &cw->G, dtype, op))
+        goto fail;
+    if (!(p = conv_prim(&cw->G, sdims, dtype, dtype, dtype, bias != NULL, op)))
+        goto fail;
+    cw->wmd = *dnnl_primitive_desc_query_md(p->pd, dnnl_query_weights_md, 0);
+    clipl__prim_release(p);
+    cw->w_bytes = dnnl_memory_desc_get_size(&cw->wmd);
+    if (!(cw->w = clipl__alloc(cw->w_bytes)))
+        goto fail;
+    if (clipl__dnnl_reorder(&pmd, wc->ptr, &cw->wmd, cw->w, op))
+        goto fail;
+    if (bias) {
+        if (!(cw->bias = clipl__alloc(sizeof(float) * (size_t)cw->G.O)))
+            goto fail;
+        for (int64_t i = 0; i < cw->G.O; i++) {
+            double v;
+            clipl_tensor_get_flat(bias, i, &v);
+            cw->bias[i] = (float)v;
+        }
+    }
+    clipl_tensor_release(wc);
+    return cw;
+fail:
+    clipl_tensor_release(wc);
+    clipl_conv2d_weights_free(cw);
+    return NULL;
+}
+
+void clipl_conv2d_weights_free(clipl_conv2d_weights *cw)
+{
+    if (!cw)
+        return;
+    if (cw->w)
+        clipl__free(cw->w, cw->w_bytes);
+    if (cw->bias)
+        clipl__free(cw->bias, sizeof(float) * (size_t)cw->G.O);
+    free(cw);
+}
+
+int clipl_conv2d_apply(const clipl_conv2d_weights *cw, const clipl_tensor *src, clipl_tensor **dst)
+{
+    const char *op = "conv2d";
+    if (!cw)
+        return clipl__err(CLIPL_EINVAL, "%s: NULL weights", op);
+    clipl_tensor *sc = NULL;
+    int rc = src_prepare(src, &cw->G, cw->dt, &sc, op, cw->wshape);
+    if (rc)
+        return rc;
+    rc = conv_run(&cw->G, sc, cw->dt, &cw->wmd, cw->w, cw->bias, src->dt, dst, op);
+    clipl_tensor_release(sc);
     return rc;
 }

@@ -160,10 +160,7 @@ local function pair(v, default)
     return v, v
 end
 
---- clip.conv2d(x [N, C, H, W], w [O, C/groups, KH, KW], b or nil, {stride=, padding=,
--- dilation=, groups=, act=}); stride/padding/dilation are numbers or {h, w}.
-function M.conv2d(x, w, b, opts)
-    want_tensor(w, "conv2d")
+local function fill_conv_opts(opts)
     opts = opts or {}
     conv_opts.stride[0], conv_opts.stride[1] = pair(opts.stride, 1)
     conv_opts.padding[0], conv_opts.padding[1] = pair(opts.padding, 0)
@@ -171,7 +168,50 @@ function M.conv2d(x, w, b, opts)
     conv_opts.groups = opts.groups or 1
     conv_opts.act = act_id(opts.act, "conv2d")
     conv_opts.alpha, conv_opts.beta = opts.alpha or 0, opts.beta or 0
-    return call_out(C.clipl_conv2d, x, w, b, slot, conv_opts)
+    return conv_opts
+end
+
+local ConvWeights = {}
+ConvWeights.__index = ConvWeights
+
+--- Prepared convolution: clip.conv2d_prepare(w, b, {stride=, padding=, dilation=, groups=,
+-- act=, dtype = "bf16", h_hint = 56, w_hint = 56}); the weights are reordered once into the
+-- layout oneDNN's convolution picks and the options are fixed. cw(x) or clip.conv2d(x, cw).
+function M.conv2d_prepare(w, b, opts)
+    want_tensor(w, "conv2d_prepare")
+    opts = opts or {}
+    local dt = opts.dtype and tensor.dtype_id(opts.dtype) or -1
+    local p = C.clipl_conv2d_prepare(w, b, dt, fill_conv_opts(opts), opts.h_hint or 0,
+        opts.w_hint or 0)
+    lib.check_ptr(p)
+    return setmetatable({handle = ffi.gc(p, C.clipl_conv2d_weights_free)}, ConvWeights)
+end
+
+function ConvWeights.apply(self, x)
+    want_tensor(x, "conv2d")
+    if self.handle == nil then
+        error("conv2d: the prepared weights were freed", 2)
+    end
+    return call_out(C.clipl_conv2d_apply, self.handle, x, slot)
+end
+ConvWeights.__call = ConvWeights.apply
+
+function ConvWeights.free(self)
+    if self.handle ~= nil then
+        C.clipl_conv2d_weights_free(ffi.gc(self.handle, nil))
+        self.handle = nil
+    end
+end
+
+--- clip.conv2d(x [N, C, H, W], w [O, C/groups, KH, KW], b or nil, {stride=, padding=,
+-- dilation=, groups=, act=}); stride/padding/dilation are numbers or {h, w}. w may also be
+-- prepared weights (clip.conv2d_prepare), which carry their bias and options.
+function M.conv2d(x, w, b, opts)
+    if getmetatable(w) == ConvWeights then
+        return w:apply(x)
+    end
+    want_tensor(w, "conv2d")
+    return call_out(C.clipl_conv2d, x, w, b, slot, fill_conv_opts(opts))
 end
 register("conv2d", M.conv2d)
 

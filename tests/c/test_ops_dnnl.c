@@ -556,6 +556,14 @@ static void test_conv(int dt)
         snprintf(label, sizeof label, "conv2d case %zu %s", i, clipl_dtype_name(dt));
         CHECK_OK(clipl_conv2d(x, w, b, &y, &o));
         CHECK_CLOSE(y, e, tol_for(dt), label);
+        /* prepared weights, hinted for another input size than the one used */
+        clipl_conv2d_weights *cw = clipl_conv2d_prepare(w, b, -1, &o, 32, 32);
+        CHECK(cw != NULL);
+        clipl_tensor *y2 = NULL;
+        CHECK_OK(clipl_conv2d_apply(cw, x, &y2));
+        CHECK_CLOSE(y2, e, tol_for(dt), label);
+        clipl_conv2d_weights_free(cw);
+        clipl_tensor_release(y2);
         clipl_tensor_release(x);
         clipl_tensor_release(w);
         clipl_tensor_release(b);
@@ -569,6 +577,29 @@ static void test_conv(int dt)
     clipl_tensor *e = ref_conv(x, w, NULL, &o);
     CHECK_OK(clipl_conv2d(x, w, NULL, &y, NULL == NULL ? &o : NULL));
     CHECK_CLOSE(y, e, tol_for(dt), "conv2d narrowed view");
+    /* bf16 prepared weights applied to an f32 input: output f32, compared with the reference
+     * on bf16-rounded input and weights */
+    if (dt == CLIPL_F32) {
+        clipl_tensor *xr = NULL, *wr = NULL, *xr32 = NULL, *wr32 = NULL, *yb = NULL;
+        clipl_tensor_to(x, &xr, CLIPL_BF16);
+        clipl_tensor_to(w, &wr, CLIPL_BF16);
+        clipl_tensor_to(xr, &xr32, CLIPL_F32);
+        clipl_tensor_to(wr, &wr32, CLIPL_F32);
+        clipl_tensor *eb = ref_conv(xr32, wr32, NULL, &o);
+        clipl_conv2d_weights *cw = clipl_conv2d_prepare(w, NULL, CLIPL_BF16, &o, 0, 0);
+        CHECK_OK(clipl_conv2d_apply(cw, x, &yb));
+        if (yb)
+            CHECK(yb->dt == CLIPL_F32);
+        /* products of bf16 values are exact in f32 and the output is not rounded to bf16 */
+        CHECK_CLOSE(yb, eb, F32_TOL, "conv2d prepared bf16 weights, f32 src");
+        clipl_tensor *bad = RND(CLIPL_F32, 1, 4, 6, 6), *yy = NULL;
+        CHECK_ERR(clipl_conv2d_apply(cw, bad, &yy), CLIPL_ESHAPE,
+                  "conv2d: size mismatch, src [1x4x6x6] with weights [3x3x3x3]");
+        clipl_conv2d_weights_free(cw);
+        clipl_tensor *objs[] = {xr, wr, xr32, wr32, yb, eb, bad};
+        for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
+            clipl_tensor_release(objs[i]);
+    }
     clipl_tensor *w2 = RND(dt, 3, 4, 3, 3), *y2 = NULL;
     CHECK_ERR(clipl_conv2d(x, w2, NULL, &y2, NULL), CLIPL_ESHAPE,
               "conv2d: size mismatch, src [2x3x6x6] with weights [3x4x3x3]");

@@ -258,7 +258,21 @@ describe("conv2d and pooling", function()
         assert.are.equal(-1, p[1][1][1][1])
         assert.are.equal(16, p[1][1][5][5])
         assert.has_error(function() clip.conv2d(x, T({{{{1}}}, {{{1}}}}), nil, {groups = 2}) end,
-            "conv2d: size mismatch, src [1x1x4x4] with weights [2x1x1x1] and groups 2")
+            "conv2d: size mismatch, src [1x1x4x4] with weights [2x1x1x1] and groups 2 (expected [N, 2, H, W])")
+    end)
+
+    it("prepared conv weights give the same numbers", function()
+        local xi = rand({2, 4, 9, 7}, 21)
+        local w = rand({6, 2, 3, 3}, 22)
+        local b = rand({6}, 23)
+        local o = {stride = 2, padding = {1, 0}, groups = 2, act = "relu"}
+        local expect = clip.conv2d(xi, w, b, o)
+        o.h_hint, o.w_hint = 16, 16
+        local cw = clip.conv2d_prepare(w, b, o)
+        assert.tensor_close(cw(xi), expect, F32)
+        assert.tensor_close(clip.conv2d(xi, cw), expect, F32)
+        cw:free()
+        assert.has_error(function() cw(xi) end, "conv2d: the prepared weights were freed")
     end)
 
     it("max and avg pooling (count_include_pad as PyTorch)", function()
