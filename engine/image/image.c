@@ -189,33 +189,26 @@ int clipl_image_to_tensor(const clipl_image *img, clipl_tensor **dst)
     ((flags) & CLIPL_IMAGE_AUTOROTATE ? VIPS_ACCESS_RANDOM : VIPS_ACCESS_SEQUENTIAL)
 
 /* Decodes all pixels of in, top to bottom, in the calling thread (no libvips thread pool: a
- * batch runs one decode per thread). Returns a malloc'd buffer of *size bytes, or NULL with the
- * libvips error buffer set. */
-static void *decode_here(VipsImage *in, size_t *size)
+ * batch runs one decode per thread), into buf (height lines of VIPS_IMAGE_SIZEOF_LINE bytes).
+ * Returns 0, or -1 with the libvips error buffer set. */
+static int decode_into(VipsImage *in, void *buf)
 {
     int w = vips_image_get_width(in), h = vips_image_get_height(in);
     size_t line = VIPS_IMAGE_SIZEOF_LINE(in);
-    uint8_t *buf = malloc(line * h);
     VipsRegion *reg = vips_region_new(in);
-    if (!buf || !reg) {
-        vips_error("clipl", "out of memory");
-        goto fail;
-    }
+    if (!reg)
+        return -1;
     for (int y = 0; y < h; y += 64) {
         VipsRect r = {0, y, w, h - y < 64 ? h - y : 64};
-        if (vips_region_prepare(reg, &r) != 0)
-            goto fail;
+        if (vips_region_prepare(reg, &r) != 0) {
+            g_object_unref(reg);
+            return -1;
+        }
         for (int k = 0; k < r.height; k++)
-            memcpy(buf + (size_t)(y + k) * line, VIPS_REGION_ADDR(reg, 0, y + k), line);
+            memcpy((uint8_t *)buf + (size_t)(y + k) * line, VIPS_REGION_ADDR(reg, 0, y + k), line);
     }
     g_object_unref(reg);
-    *size = line * h;
-    return buf;
-fail:
-    if (reg)
-        g_object_unref(reg);
-    free(buf);
-    return NULL;
+    return 0;
 }
 
 /* Builds a loader operation outside libvips' operation cache (each call decodes the file as it
@@ -323,38 +316,39 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
         in = cast;
     }
 
-    mem = decode_here(in, &memsize);
-    if (!mem) {
-        vips_fail(CLIPL_EFORMAT, "cannot decode", name);
-        goto fail;
-    }
     img = clipl__image_new(w, h, mode);
     if (!img)
         goto fail;
+    size_t line = VIPS_IMAGE_SIZEOF_LINE(in);
+    int direct = mode != CLIPL_IMAGE_I && bands == img->bands;
+    if (line != (size_t)w * bands * (mode == CLIPL_IMAGE_I ? 2 : 1)) {
+        clipl__err(CLIPL_EIMAGE, "image: %s: unexpected decoded line size", name);
+        goto fail_img;
+    }
+    memsize = line * h;
+    mem = direct ? img->pixels : malloc(memsize);
+    if (!mem) {
+        clipl__err(CLIPL_ENOMEM, "image: out of memory decoding %s", name);
+        goto fail_img;
+    }
+    if (decode_into(in, mem) != 0) {
+        vips_fail(CLIPL_EFORMAT, "cannot decode", name);
+        goto fail_img;
+    }
     if (mode == CLIPL_IMAGE_I) {
         const uint16_t *s = mem;
         int32_t *d = img->pixels;
-        if (memsize != (size_t)w * h * 2) {
-            clipl__err(CLIPL_EIMAGE, "image: %s: unexpected decoded size", name);
-            goto fail_img;
-        }
         for (size_t i = 0; i < (size_t)w * h; i++)
             d[i] = s[i];
-    } else {
+    } else if (!direct) { /* CMYK + alpha: drop the alpha */
         int ib = bands, ob = img->bands;
         const uint8_t *s = mem;
         uint8_t *d = img->pixels;
-        if (memsize != (size_t)w * h * ib) {
-            clipl__err(CLIPL_EIMAGE, "image: %s: unexpected decoded size", name);
-            goto fail_img;
-        }
-        if (ib == ob) {
-            memcpy(d, s, img->nbytes);
-        } else { /* CMYK + alpha: drop the alpha */
-            for (size_t i = 0; i < (size_t)w * h; i++)
-                memcpy(d + i * ob, s + i * ib, ob);
-        }
+        for (size_t i = 0; i < (size_t)w * h; i++)
+            memcpy(d + i * ob, s + i * ib, ob);
     }
+    if (direct)
+        mem = NULL;
     free(mem);
     if (rot)
         g_object_unref(rot);
@@ -363,6 +357,8 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
     return img;
 
 fail_img:
+    if (img && mem == img->pixels)
+        mem = NULL;
     clipl_image_free(img);
     img = NULL;
 fail:
