@@ -74,6 +74,20 @@ end
 function M.matmul(a, b, opts)
     want_tensor(b, "matmul")
     local bias = type(opts) == "table" and opts.bias or nil
+    if (a.ndim == 1 or b.ndim == 1) and not (type(opts) == "table" and opts.accum) then
+        -- vectors as in torch.matmul: a [K] is a row [1, K], b [K] a column [K, 1], and the
+        -- added dim is removed from the result
+        local a2 = a.ndim == 1 and a:unsqueeze(1) or a
+        local b2 = b.ndim == 1 and b:unsqueeze(2) or b
+        local r = call_out(C.clipl_matmul, a2, b2, bias, slot, fill_mm_opts(opts, "matmul"))
+        if b.ndim == 1 then
+            r = r:squeeze(-1)
+        end
+        if a.ndim == 1 then
+            r = r:squeeze(b.ndim == 1 and -1 or -2)
+        end
+        return r
+    end
     return call_out(C.clipl_matmul, a, b, bias, slot, fill_mm_opts(opts, "matmul"))
 end
 register("matmul", M.matmul)
