@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,8 +43,24 @@ static volatile sig_atomic_t run_ints; /* Ctrl-C presses during the current call
 /* SIGINT while Lua runs: sets a hook that raises "interrupted!" and asks C loops to stop. Code
  * compiled by the JIT never runs hooks, so a second Ctrl-C explains that and a third one gets the
  * default action (the process ends). */
+static pthread_t main_thread;
+
+/* A process-directed SIGINT may land on a oneDNN (OpenMP) or libvips worker thread: the handlers
+ * pass it on to the thread that runs Lua. */
+static int forwarded(int sig)
+{
+    if (!pthread_equal(pthread_self(), main_thread)) {
+        pthread_kill(main_thread, sig);
+        return 1;
+    }
+    return 0;
+}
+
 static void laction(int sig)
 {
+    if (forwarded(sig)) {
+        return;
+    }
     run_ints++;
     if (run_ints == 2) {
         static const char msg[] = "\nclipl: still running (JIT-compiled Lua code cannot be "
@@ -60,7 +77,9 @@ static void laction(int sig)
 /* SIGINT while waiting at the prompt: abandon the line, stay in the REPL. */
 static void paction(int sig)
 {
-    (void)sig;
+    if (forwarded(sig)) {
+        return;
+    }
     prompt_int = 1;
 }
 
@@ -747,6 +766,7 @@ int main(int argc, char **argv)
         return 1;
     }
     global_L = NULL;
+    main_thread = pthread_self();
     lua_gc(L, LUA_GCSTOP, 0);
     luaL_openlibs(L);
     lua_gc(L, LUA_GCRESTART, -1);
