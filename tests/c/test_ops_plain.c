@@ -863,6 +863,161 @@ static void test_readonly(void)
     unlink(path);
 }
 
+/* ---- randomised cases: shapes, broadcasting, views and dtypes drawn at random ---- */
+
+static uint64_t lcg = 88172645463325252ull;
+static int pick(int n) /* uniform in [0, n) */
+{
+    lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+    return (int)((lcg >> 33) % (uint64_t)n);
+}
+
+static const int fuzz_dtypes[] = {CLIPL_F32, CLIPL_BF16, CLIPL_F16, CLIPL_I32, CLIPL_I64, CLIPL_U8};
+
+static bool is_int_dt(int dt) { return dt == CLIPL_I32 || dt == CLIPL_I64 || dt == CLIPL_U8; }
+
+static double tol_for(int dt)
+{
+    return dt == CLIPL_BF16 ? BF16_TOL : dt == CLIPL_F16 ? F16_TOL : is_int_dt(dt) ? 0 : F32_TOL;
+}
+
+/* A tensor of the given shape that is, at random, contiguous, a permuted view, a narrowed view or
+ * (when allowed) an expanded view. Values in [lo, hi), floored for integer dtypes. */
+static clipl_tensor *random_view(int dt, int ndim, const int64_t *shape, double lo, double hi,
+                                 bool allow_expand)
+{
+    int mode = ndim == 0 ? 0 : pick(allow_expand ? 4 : 3);
+    int64_t s[CLIPL_MAX_DIMS];
+    memcpy(s, shape, sizeof(int64_t) * (size_t)ndim);
+    clipl_tensor *base = NULL, *v = NULL;
+    if (mode == 1) { /* stored with dims reversed, permuted back */
+        int perm[CLIPL_MAX_DIMS];
+        for (int i = 0; i < ndim; i++) {
+            s[i] = shape[ndim - 1 - i];
+            perm[i] = ndim - 1 - i;
+        }
+        base = rnd(dt, ndim, s, lo, hi);
+        clipl_tensor_permute(base, &v, ndim, perm);
+    } else if (mode == 2) { /* one dim stored 2 larger, narrowed to the middle */
+        int d = pick(ndim);
+        s[d] += 2;
+        base = rnd(dt, ndim, s, lo, hi);
+        clipl_tensor_narrow(base, &v, d, 1, shape[d]);
+    } else if (mode == 3) { /* one dim stored with size 1 and expanded */
+        int d = pick(ndim);
+        s[d] = 1;
+        base = rnd(dt, ndim, s, lo, hi);
+        clipl_tensor_expand(base, &v, ndim, shape);
+    } else {
+        return rnd(dt, ndim, shape, lo, hi);
+    }
+    clipl_tensor_release(base);
+    return v;
+}
+
+/* Wraps an exact integer result to the output dtype as a C cast does. */
+static double wrap_int(double v, int dt)
+{
+    if (dt == CLIPL_U8)
+        return (double)(uint8_t)(int64_t)v;
+    if (dt == CLIPL_I32)
+        return (double)(int32_t)(uint32_t)(uint64_t)(int64_t)v;
+    return v;
+}
+
+static void test_fuzz_binary(void)
+{
+    char label[160];
+    for (int iter = 0; iter < 400; iter++) {
+        int n = pick(5), op = pick(CLIPL_BIN_GE + 1);
+        int64_t out_shape[CLIPL_MAX_DIMS], as[CLIPL_MAX_DIMS], bs[CLIPL_MAX_DIMS];
+        for (int i = 0; i < n; i++)
+            out_shape[i] = pick(12) == 0 ? 0 : 1 + pick(4);
+        int na = n - (n ? pick(n + 1) : 0), nb = n - (n ? pick(n + 1) : 0);
+        if (pick(2))
+            na = n; /* at least one operand often has every dim */
+        for (int i = 0; i < na; i++)
+            as[i] = pick(3) == 0 ? 1 : out_shape[n - na + i];
+        for (int i = 0; i < nb; i++)
+            bs[i] = pick(3) == 0 ? 1 : out_shape[n - nb + i];
+        int da = fuzz_dtypes[pick(6)], db = fuzz_dtypes[pick(6)];
+        double alo = -2, ahi = 2, blo = -2, bhi = 2;
+        if (op == CLIPL_BIN_POW) {
+            alo = is_int_dt(da) ? 0 : 0.5;
+            blo = is_int_dt(db) ? 0 : -2;
+            bhi = is_int_dt(db) ? 4 : 2;
+        }
+        if (da == CLIPL_U8)
+            alo = 0, ahi = 5;
+        if (db == CLIPL_U8)
+            blo = 0, bhi = 5;
+        clipl_tensor *a = random_view(da, na, as, alo, ahi, true),
+                     *b = random_view(db, nb, bs, blo, bhi, true), *out = NULL;
+        int common = clipl_result_dtype(da, db);
+        int want_dt = op >= CLIPL_BIN_EQ                           ? CLIPL_U8
+                      : (op == CLIPL_BIN_DIV && is_int_dt(common)) ? CLIPL_F32
+                                                                   : common;
+        int ndim;
+        int64_t shape[CLIPL_MAX_DIMS];
+        double *want = ref_binary(op, a, b, &ndim, shape, 1.0);
+        int64_t total = 1;
+        for (int i = 0; i < ndim; i++)
+            total *= shape[i];
+        if (is_int_dt(want_dt) && op < CLIPL_BIN_EQ)
+            for (int64_t i = 0; i < total; i++)
+                want[i] = wrap_int(want[i], want_dt);
+        snprintf(label, sizeof label, "fuzz %d: op %d, %s %dd with %s %dd", iter, op,
+                 clipl_dtype_name(da), na, clipl_dtype_name(db), nb);
+        CHECK_OK(clipl_binary(a, b, &out, op));
+        /* a result rounded to a narrow dtype is compared with that dtype's tolerance */
+        expect(out, want_dt, ndim, shape, want, tol_for(want_dt), label);
+        clipl_tensor_release(out);
+        free(want);
+
+        /* the same in place into a writable float tensor of the full shape */
+        if (op <= CLIPL_BIN_DIV && !is_int_dt(da) && na == n) {
+            bool bcast = false;
+            for (int i = 0; i < n; i++)
+                bcast |= as[i] != out_shape[i];
+            if (!bcast) {
+                clipl_tensor *t = random_view(da, n, out_shape, -2, 2, false);
+                want = ref_binary(op, t, b, &ndim, shape, 1.0);
+                CHECK_OK(clipl_binary_(t, b, op));
+                snprintf(label, sizeof label, "fuzz %d in place: op %d, %s with %s", iter, op,
+                         clipl_dtype_name(da), clipl_dtype_name(db));
+                /* in place rounds to a's dtype, whatever the common dtype */
+                expect(t, da, ndim, shape, want, tol_for(da), label);
+                free(want);
+                clipl_tensor_release(t);
+            }
+        }
+        clipl_tensor_release(a);
+        clipl_tensor_release(b);
+    }
+}
+
+static void test_fuzz_reduce(void)
+{
+    const int dts[] = {CLIPL_F32, CLIPL_BF16, CLIPL_I32};
+    for (int iter = 0; iter < 300; iter++) {
+        int n = 1 + pick(4), dt = dts[pick(3)];
+        int64_t shape[CLIPL_MAX_DIMS];
+        for (int i = 0; i < n; i++)
+            shape[i] = 1 + pick(6);
+        clipl_tensor *t = random_view(dt, n, shape, -50, 50, true);
+        int kind = pick(5), d = pick(n + 1) - 1, kd = pick(2);
+        double ps[] = {1, 2, 3, INFINITY};
+        /* integer sums are exact; float results carry one rounding to the output dtype */
+        double tol = kind == K_SUM && is_int_dt(dt) ? 0 : is_int_dt(dt) ? F32_TOL : tol_for(dt);
+        if ((kind == K_MAX || kind == K_MIN) && is_int_dt(dt))
+            tol = 0;
+        check_reduce(kind, t, d, kd, ps[pick(4)], tol, "fuzz reduce");
+        int td = pick(n);
+        check_topk(t, pick((int)t->shape[td] + 1), td, pick(2), "fuzz topk");
+        clipl_tensor_release(t);
+    }
+}
+
 int main(void)
 {
     gen = clipl_generator_new(1234);
@@ -873,6 +1028,8 @@ int main(void)
     test_join();
     test_index();
     test_readonly();
+    test_fuzz_binary();
+    test_fuzz_reduce();
     clipl_generator_free(gen);
     return check_done("ops_plain");
 }
