@@ -116,8 +116,8 @@ check "REPL survives Ctrl-C" '^still alive	true$|^still alive +true$'
 
 clear_screen
 # help of an API function
-type_line '?clip.tensor'
-check "?name shows help" '^clip\.tensor\(data, dtype\)$'
+T send-keys -t t -l '?clip.tens'; T send-keys -t t Tab; sleep 0.3; T send-keys -t t Enter
+check "?name shows help (name completed after ?)" '^clip\.tensor\(data, dtype\)$'
 
 # Ctrl-D quits; history is kept across sessions
 T send-keys -t t C-d

@@ -780,7 +780,7 @@ int main(int argc, char **argv)
 
     rl_readline_name = "clipl";
     rl_attempted_completion_function = attempt_completion;
-    rl_basic_word_break_characters = " \t\n\"'`@$><=;|&{(,+-*/%^~#[]}";
+    rl_basic_word_break_characters = " \t\n\"'`@$><=;|&{(,+-*/%^~#[]}?";
     rl_completer_word_break_characters = (char *)rl_basic_word_break_characters;
     rl_completion_append_character = '\0';
 
