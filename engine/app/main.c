@@ -707,7 +707,8 @@ static int dispatch(lua_State *L, int argc, char **argv)
         int interactive = cmd[1] == 'i';
         if (argc >= 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
             printf("usage: clipl %s FILE [ARGS...]\n  %s\n", cmd,
-                   interactive ? "runs the Lua script FILE, then opens the REPL"
+                   interactive ? "runs the Lua script FILE, then opens the REPL (also after an "
+                                 "error in FILE)"
                                : "runs the Lua script FILE; it gets `arg` (arg[0] = FILE, "
                                  "arg[1..] = ARGS) and ARGS as `...`");
             return 0;
@@ -721,7 +722,8 @@ static int dispatch(lua_State *L, int argc, char **argv)
             return 2;
         }
         int rc = run_file(L, argv[2], argv, 2, argc);
-        if (interactive && rc == 0) {
+        if (interactive) {
+            /* as python -i: the REPL opens even after an error, to look at what the script left */
             return run_repl(L);
         }
         return rc;

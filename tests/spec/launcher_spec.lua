@@ -288,6 +288,12 @@ describe("clipl REPL over a pipe", function()
         local r = clipl("-i init.lua you", "greeting\n")
         assert.equal(0, r.code, r.err)
         assert.equal('"hi you"\n', r.out)
+        -- after an error in the script too (as python -i), with what it left
+        write(tmp .. "/fails.lua", "partial = 41\nerror('stopped')\n")
+        r = clipl("-i fails.lua", "partial + 1\n")
+        assert.equal(0, r.code)
+        assert.equal("42\n", r.out)
+        assert.matches("^clipl: fails%.lua:2: stopped\n", r.err)
     end)
 end)
 
