@@ -282,6 +282,15 @@ function M.run(app)
         print(string.format("clipl %s (%s)  `clip` is loaded; ?name for help, Tab completes, " ..
             "Ctrl-D quits", app.version, app.luajit))
     end
+    -- each entry is saved at once (a killed REPL keeps its history); repeats are stored once
+    local last
+    local function remember(entry)
+        if hist and entry ~= last then
+            app.history_add(entry)
+            app.history_save(hist)
+        end
+        last = entry
+    end
     local buf
     while true do
         local line, why = app.readline(interactive and (buf and ">> " or "> ") or nil)
@@ -296,10 +305,7 @@ function M.run(app)
                 break
             end
         elseif buf == nil and line:match("^%s*%?") then
-            if hist then
-                app.history_add(line)
-                app.history_save(hist)
-            end
+            remember(line)
             M.help((line:match("^%s*%?%s*(.-)%s*$")))
         else
             local src = buf and (buf .. "\n" .. line) or line
@@ -311,10 +317,7 @@ function M.run(app)
                     buf = src
                 else
                     buf = nil
-                    if hist then
-                        app.history_add(src)
-                        app.history_save(hist) -- at once: a killed REPL keeps its history
-                    end
+                    remember(src)
                     if not fn then
                         io.stderr:write(err, "\n")
                     else
