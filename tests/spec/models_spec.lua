@@ -112,6 +112,36 @@ describe("clip.load", function()
         assert(ok, err)
     end)
 
+    it("loads open_clip and HuggingFace model folders", function()
+        local dir = os.tmpname()
+        os.remove(dir)
+        os.execute("mkdir -p '" .. dir .. "/oc' '" .. dir .. "/hf'")
+        os.execute("ln -s '" .. P .. "tiny_vit/tiny_vit.safetensors' '" .. dir ..
+            "/oc/open_clip_model.safetensors'")
+        local f = assert(io.open(dir .. "/oc/open_clip_config.json", "w"))
+        f:write([[{"model_cfg": {"embed_dim": 64, "quick_gelu": true,
+            "vision_cfg": {"image_size": 64, "layers": 2, "width": 128, "patch_size": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 1024, "width": 64, "heads": 1,
+            "layers": 2}}, "preprocess_cfg": {}}]])
+        f:close()
+        os.execute("ln -s '" .. P .. "tiny_vit/tiny_vit_hf.safetensors' '" .. dir ..
+            "/hf/model.safetensors'")
+        os.execute("ln -s '" .. P .. "tiny_vit/tiny_vit_hf_config.json' '" .. dir ..
+            "/hf/config.json'")
+        local ok, err = pcall(function()
+            for _, sub in ipairs({"oc", "hf"}) do
+                local model = clip.load(dir .. "/" .. sub)
+                assert.are.equal("quick_gelu", model:info().activation)
+                assert.tensor_close(model:encode_image(images), expected("tiny_vit", "encode_image"),
+                    1e-4)
+                assert.tensor_close(model:encode_text(tokens), expected("tiny_vit", "encode_text"),
+                    1e-4)
+            end
+        end)
+        os.execute("rm -rf '" .. dir .. "'")
+        assert(ok, err)
+    end)
+
     it("raises clear errors", function()
         local ok, msg = pcall(clip.load, "/nonexistent/model.pt")
         assert.is_false(ok)
