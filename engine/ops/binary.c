@@ -274,6 +274,52 @@ fallback:
 
 /* ---- drivers ---- */
 
+/* When an operand is unit-stride along some dim J other than the innermost dim I (a transposed
+ * view), walking rows of I touches one cache line per element of that operand. Instead walk tiles:
+ * for a block of TILE entries of I, run every j of J, so the lines of both layouts stay in cache.
+ * Returns false (doing nothing) when no operand is laid out that way. */
+static bool tiled(const kernel *k, const clipl__iter *it, int64_t total)
+{
+    enum { TILE = 32 };
+    int nd = it->ndim, I = nd - 1, J = -1;
+    if (nd < 2)
+        return false;
+    int es[3] = {clipl_dtype_size(k->dout), clipl_dtype_size(k->da), clipl_dtype_size(k->db)};
+    for (int t = 0; t < 3 && J < 0; t++) {
+        int64_t si = it->bstride[t][I];
+        if (si == 0 || si == es[t])
+            continue;
+        for (int d = nd - 2; d >= 0; d--)
+            if (it->bstride[t][d] == es[t] && it->shape[d] > 1) {
+                J = d;
+                break;
+            }
+    }
+    if (J < 0)
+        return false;
+    int64_t nI = it->shape[I], nJ = it->shape[J], nblk = (nI + TILE - 1) / TILE;
+    int64_t outer = total / (nI * nJ);
+#pragma omp parallel for schedule(static) if (total >= PLAIN_PAR_MIN)
+    for (int64_t task = 0; task < outer * nblk; task++) {
+        int64_t o = task / nblk, i0 = (task % nblk) * TILE;
+        int64_t n = nI - i0 < TILE ? nI - i0 : TILE;
+        char *p[3] = {it->ptr[0], it->ptr[1], it->ptr[2]};
+        for (int d = nd - 2; d >= 0 && o > 0; d--) { /* outer index over the dims but I, J */
+            if (d == J)
+                continue;
+            int64_t idx = o % it->shape[d];
+            o /= it->shape[d];
+            for (int t = 0; t < 3; t++)
+                p[t] += idx * it->bstride[t][d];
+        }
+        for (int64_t j = 0; j < nJ; j++)
+            row(k, p[0] + j * it->bstride[0][J] + i0 * it->bstride[0][I], it->bstride[0][I],
+                p[1] + j * it->bstride[1][J] + i0 * it->bstride[1][I], it->bstride[1][I],
+                p[2] + j * it->bstride[2][J] + i0 * it->bstride[2][I], it->bstride[2][I], n);
+    }
+    return true;
+}
+
 /* true when an integer tensor holds a negative value */
 static bool has_negative(const clipl_tensor *t)
 {
@@ -326,6 +372,8 @@ static int run(const char *name, int op, const clipl_tensor *a, const clipl_tens
     const clipl_tensor *ts[3] = {out, a, b};
     clipl__iter it;
     clipl__iter_init(&it, out->ndim, out->shape, 3, ts);
+    if (total >= 4096 && tiled(&k, &it, total))
+        return CLIPL_OK;
     int64_t inner = it.inner, rows = total / inner;
     if (total < PLAIN_PAR_MIN) {
         do {

@@ -211,6 +211,30 @@ static void test_binary(void)
     clipl_tensor *row64 = rnd(CLIPL_F32, SHAPE(64), 0.5, 1.5);
     check_binary(CLIPL_BIN_MUL, bigt, row64, CLIPL_F32, F32_TOL, "big transposed");
 
+    /* 3-d operands transposed in their last two dims: the tiled walk (odd sizes, broadcast b) */
+    {
+        clipl_tensor *p0 = rnd(CLIPL_F32, SHAPE(3, 53, 41), -1, 1), *pt = NULL,
+                     *q0 = rnd(CLIPL_BF16, SHAPE(3, 53, 41), -1, 1), *qt = NULL,
+                     *pb = rnd(CLIPL_F32, SHAPE(41, 1), 0.5, 1.5);
+        clipl_tensor_permute(p0, &pt, 3, (int[]){0, 2, 1}); /* [3, 41, 53] */
+        clipl_tensor_permute(q0, &qt, 3, (int[]){0, 2, 1});
+        for (int op = CLIPL_BIN_ADD; op <= CLIPL_BIN_GE; op++) {
+            check_binary(op, pt, pb, op >= CLIPL_BIN_EQ ? CLIPL_U8 : CLIPL_F32, F32_TOL, "tiled");
+            check_binary(op, pb, qt, op >= CLIPL_BIN_EQ ? CLIPL_U8 : CLIPL_F32, F32_TOL, "tiled b");
+        }
+        check_binary(CLIPL_BIN_MUL, qt, qt, CLIPL_BF16, BF16_TOL, "tiled bf16");
+        /* in place into the transposed view itself */
+        int nd;
+        int64_t sh[CLIPL_MAX_DIMS];
+        double *w = ref_binary(CLIPL_BIN_SUB, pt, pb, &nd, sh, 1.0);
+        CHECK_OK(clipl_sub_(pt, pb));
+        expect(pt, CLIPL_F32, nd, sh, w, F32_TOL, "tiled in place");
+        free(w);
+        clipl_tensor *all[] = {p0, pt, q0, qt, pb};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            clipl_tensor_release(all[i]);
+    }
+
     /* alpha */
     {
         int ndim;
