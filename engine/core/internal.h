@@ -34,6 +34,8 @@ void *clipl__alloc(size_t nbytes);
 void *clipl__calloc(size_t nbytes);
 void clipl__free(void *p, size_t nbytes);
 
+/* A new storage of nbytes, zeroed or not (outputs that are about to be overwritten skip it). */
+clipl_storage *clipl__storage_new(size_t nbytes, bool zero);
 /* A new tensor header over storage s (retained). No checks. */
 clipl_tensor *clipl__tensor_wrap(clipl_storage *s, int dtype, int ndim, const int64_t *shape,
                                  const int64_t *stride, int64_t offset);

@@ -25,14 +25,16 @@ static _Atomic int64_t mapped_bytes;
 
 int64_t clipl_mapped_bytes(void) { return atomic_load(&mapped_bytes); }
 
-clipl_storage *clipl_storage_new(size_t nbytes)
+clipl_storage *clipl_storage_new(size_t nbytes) { return clipl__storage_new(nbytes, true); }
+
+clipl_storage *clipl__storage_new(size_t nbytes, bool zero)
 {
     clipl_storage *s = calloc(1, sizeof *s);
     if (!s) {
         clipl__err(CLIPL_ENOMEM, "out of memory allocating a storage header");
         return NULL;
     }
-    s->data = clipl__calloc(nbytes);
+    s->data = zero ? clipl__calloc(nbytes) : clipl__alloc(nbytes);
     if (!s->data) {
         free(s);
         return NULL;

@@ -230,8 +230,7 @@ static clipl_tensor *new_contiguous(const char *op, int dtype, int ndim, const i
     int64_t numel, stride[CLIPL_MAX_DIMS];
     if (check_shape(op, dtype, ndim, shape, &numel))
         return NULL;
-    clipl_storage *s = clipl_storage_new((size_t)numel * (size_t)clipl_dtype_size(dtype));
-    (void)zero; /* storages are always zeroed: cheap next to any use and never leaks old data */
+    clipl_storage *s = clipl__storage_new((size_t)numel * (size_t)clipl_dtype_size(dtype), zero);
     if (!s)
         return NULL;
     clipl__contiguous_strides(ndim, shape, stride);

@@ -132,7 +132,8 @@ CLIPL_API void clipl_tensor_release(clipl_tensor *t);
  * Returns 1 when memory was given up, 0 when other references keep the header alive. */
 CLIPL_API int clipl_tensor_reset(clipl_tensor *t);
 
-/* New contiguous tensor, uninitialised (empty) or zero-filled. shape: ndim sizes (>= 0).
+/* New contiguous tensor, uninitialised (empty: contents undefined) or zero-filled (zeros).
+ * shape: ndim sizes (>= 0).
  * New reference or NULL. */
 CLIPL_API clipl_tensor *clipl_tensor_empty(int dtype, int ndim, const int64_t *shape);
 CLIPL_API clipl_tensor *clipl_tensor_zeros(int dtype, int ndim, const int64_t *shape);

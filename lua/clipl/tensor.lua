@@ -81,7 +81,7 @@ local function new_tensor(kind, sizes, dtype)
     return adopt(p)
 end
 
---- An uninitialised (in practice zeroed) tensor: clip.empty({2, 3}, "f32").
+--- An uninitialised tensor (contents undefined; fill it): clip.empty({2, 3}, "f32").
 function M.empty(sizes, dtype)
     return new_tensor("empty", sizes_of(sizes), dtype_id(dtype))
 end
