@@ -784,22 +784,14 @@ void clipl_tokenizer_cache_limit(clipl_tokenizer *tok, int64_t max_entries)
 
 /* ---- BPE ------------------------------------------------------------------------------------ */
 
-/* SimpleTokenizer.bpe on one pre-token (its UTF-8 bytes): appends the ids to out. */
-static int bpe_word(const clipl_tokenizer *t, const unsigned char *s, size_t n, ivec *out)
+/* Words up to this many bytes use the plain quadratic loop of simple_tokenizer.py; longer ones the
+ * heap below, which makes the same merges in O(n log n). */
+enum { BPE_HEAP_MIN = 48 }; /* measured: the heap costs more below this */
+
+/* The quadratic loop: repeatedly merge every occurrence of the lowest-ranked adjacent pair, left
+ * to right. w holds n ids; returns the new length. */
+static size_t bpe_plain(const clipl_tokenizer *t, int32_t *w, size_t n)
 {
-    int32_t small[64];
-    int32_t *w = n <= 64 ? small : malloc(n * sizeof *w);
-    if (!w)
-        return clipl__err(CLIPL_ENOMEM, "tokenizer: out of memory for a %zu-byte word", n);
-    for (size_t i = 0; i < n; i++) {
-        w[i] = i + 1 < n ? t->byte_id[s[i]] : t->byte_id_eow[s[i]];
-        if (w[i] < 0) {
-            if (w != small)
-                free(w);
-            return clipl__err(CLIPL_EFORMAT,
-                              "tokenizer: the vocabulary has no symbol for byte 0x%02x", s[i]);
-        }
-    }
     size_t m = n;
     while (m > 1) {
         int32_t best = INT32_MAX, a = -1, b = -1, merged = -1;
@@ -825,7 +817,147 @@ static int bpe_word(const clipl_tokenizer *t, const unsigned char *s, size_t n, 
         }
         m = k;
     }
-    int rc = ivec_reserve(out, m);
+    return m;
+}
+
+/* A heap entry: the pair (a, b) starting at symbol pos, of the given rank. */
+typedef struct {
+    int32_t rank, pos, a, b;
+} bpe_cand;
+
+static int cand_less(const bpe_cand *x, const bpe_cand *y)
+{
+    return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos);
+}
+
+static void heap_push(bpe_cand *h, size_t *n, bpe_cand c)
+{
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!cand_less(&c, &h[p]))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = c;
+}
+
+static bpe_cand heap_pop(bpe_cand *h, size_t *n)
+{
+    bpe_cand top = h[0], last = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const bpe_cand *best = &last;
+        if (l < *n && cand_less(&h[l], best)) {
+            m = l;
+            best = &h[l];
+        }
+        if (r < *n && cand_less(&h[r], best))
+            m = r;
+        if (m == i)
+            break;
+        h[i] = h[m];
+        i = m;
+    }
+    if (*n > 0)
+        h[i] = last;
+    return top;
+}
+
+/* The same merges with a heap ordered by (rank, position) over a linked list of symbols. Python
+ * merges all occurrences of the best pair in one left-to-right pass before it looks at the pairs
+ * that pass created, so a round pops every candidate of one rank first and only then pushes the
+ * new neighbours' pairs: this stays exact even for merge tables whose ranks are not in the order a
+ * trained BPE gives. Returns the new length (ids compacted into w) or (size_t)-1 on ENOMEM. */
+static size_t bpe_heap(const clipl_tokenizer *t, int32_t *w, size_t n)
+{
+    int32_t *next = malloc(n * sizeof *next), *prev = malloc(n * sizeof *prev);
+    int32_t *done = malloc(n * sizeof *done);
+    size_t hcap = 2 * n + 4, hn = 0, nd;
+    bpe_cand *h = malloc(hcap * sizeof *h);
+    size_t m = (size_t)-1;
+    if (!next || !prev || !done || !h)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
+        prev[i] = (int32_t)i - 1;
+    }
+    for (size_t i = 0; i + 1 < n; i++) {
+        const pair_entry *e = pair_get(t, w[i], w[i + 1]);
+        if (e)
+            heap_push(h, &hn, (bpe_cand){e->rank, (int32_t)i, w[i], w[i + 1]});
+    }
+    while (hn > 0) {
+        int32_t rank = h[0].rank;
+        nd = 0;
+        while (hn > 0 && h[0].rank == rank) {
+            bpe_cand c = heap_pop(h, &hn);
+            int32_t q = next[c.pos];
+            if (w[c.pos] != c.a || q < 0 || w[q] != c.b)
+                continue; /* stale: a symbol changed since it was pushed */
+            w[c.pos] = pair_get(t, c.a, c.b)->merged;
+            next[c.pos] = next[q];
+            if (next[q] >= 0)
+                prev[next[q]] = c.pos;
+            w[q] = -1;
+            done[nd++] = c.pos;
+        }
+        for (size_t k = 0; k < nd; k++) {
+            int32_t p = done[k];
+            if (w[p] < 0)
+                continue;
+            if (hn + 2 > hcap) {
+                bpe_cand *nh = realloc(h, 2 * hcap * sizeof *h);
+                if (!nh)
+                    goto out;
+                h = nh;
+                hcap *= 2;
+            }
+            if (prev[p] >= 0) {
+                const pair_entry *e = pair_get(t, w[prev[p]], w[p]);
+                if (e)
+                    heap_push(h, &hn, (bpe_cand){e->rank, prev[p], w[prev[p]], w[p]});
+            }
+            if (next[p] >= 0) {
+                const pair_entry *e = pair_get(t, w[p], w[next[p]]);
+                if (e)
+                    heap_push(h, &hn, (bpe_cand){e->rank, p, w[p], w[next[p]]});
+            }
+        }
+    }
+    m = 0;
+    for (int32_t i = 0; i >= 0; i = next[i])
+        w[m++] = w[i];
+out:
+    free(next);
+    free(prev);
+    free(done);
+    free(h);
+    return m;
+}
+
+/* SimpleTokenizer.bpe on one pre-token (its UTF-8 bytes): appends the ids to out. */
+static int bpe_word(const clipl_tokenizer *t, const unsigned char *s, size_t n, ivec *out)
+{
+    int32_t small[64];
+    int32_t *w = n <= 64 ? small : malloc(n * sizeof *w);
+    if (!w)
+        return clipl__err(CLIPL_ENOMEM, "tokenizer: out of memory for a %zu-byte word", n);
+    for (size_t i = 0; i < n; i++) {
+        w[i] = i + 1 < n ? t->byte_id[s[i]] : t->byte_id_eow[s[i]];
+        if (w[i] < 0) {
+            if (w != small)
+                free(w);
+            return clipl__err(CLIPL_EFORMAT,
+                              "tokenizer: the vocabulary has no symbol for byte 0x%02x", s[i]);
+        }
+    }
+    size_t m = n < BPE_HEAP_MIN ? bpe_plain(t, w, n) : bpe_heap(t, w, n);
+    int rc = m == (size_t)-1
+                 ? clipl__err(CLIPL_ENOMEM, "tokenizer: out of memory for a %zu-byte word", n)
+                 : ivec_reserve(out, m);
     if (!rc) {
         memcpy(out->p + out->n, w, m * sizeof *w);
         out->n += m;

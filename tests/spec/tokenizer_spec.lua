@@ -54,10 +54,8 @@ local function run_encode_cases(tok, cases)
     return ok, first_bad
 end
 
--- Writes a HuggingFace vocab.json + merges.txt made from OpenAI's merges file, built the way
--- simple_tokenizer.py builds its vocabulary (bytes_to_unicode, "</w>" variants, joined merges,
--- the two special tokens). The gzip is read through zlib with the FFI.
-local function write_hf_files(dir)
+-- OpenAI's merges file, read through zlib with the FFI, as a list of lines.
+local function read_merges_lines()
     ffi.cdef [[
         typedef struct gzFile_s *gzFile;
         gzFile gzopen(const char *path, const char *mode);
@@ -80,64 +78,123 @@ local function write_hf_files(dir)
         parts[#parts + 1] = ffi.string(buf, n)
     end
     z.gzclose(f)
-    local text = table.concat(parts)
     local lines = {}
-    for l in (text .. "\n"):gmatch("([^\n]*)\n") do
+    for l in (table.concat(parts) .. "\n"):gmatch("([^\n]*)\n") do
         lines[#lines + 1] = l
     end
+    return lines
+end
 
-    local function utf8_char(cp)
-        if cp < 0x80 then
-            return string.char(cp)
-        end
-        return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64)
+local function utf8_char(cp)
+    if cp < 0x80 then
+        return string.char(cp)
     end
-    local cs = {}
-    local printable = {}
+    return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64)
+end
+
+-- bytes_to_unicode of simple_tokenizer.py: byte_char[b] is the symbol of byte b, order[i] the byte
+-- of vocabulary entry i - 1.
+local function bytes_to_unicode()
+    local printable, order, byte_char = {}, {}, {}
     for b = 33, 126 do printable[b] = true end
     for b = 161, 172 do printable[b] = true end
     for b = 174, 255 do printable[b] = true end
     for b = 0, 255 do
         if printable[b] then
-            cs[#cs + 1] = b
+            order[#order + 1] = b
+            byte_char[b] = utf8_char(b)
         end
     end
     local n = 0
     for b = 0, 255 do
         if not printable[b] then
-            cs[#cs + 1] = 256 + n
+            order[#order + 1] = b
+            byte_char[b] = utf8_char(256 + n)
             n = n + 1
         end
     end
-    local vocab, next_id = {}, 0
+    return byte_char, order
+end
+
+-- The vocabulary (symbol -> id) and merge ranks ("a b" -> rank) built as simple_tokenizer.py does;
+-- also the merges lines.
+local function openai_tables()
+    local lines = read_merges_lines()
+    local byte_char, order = bytes_to_unicode()
+    local vocab, next_id, ranks, merges = {}, 0, {}, {}
     local function add(s)
         vocab[s] = next_id
         next_id = next_id + 1
     end
-    for i = 1, 256 do add(utf8_char(cs[i])) end
-    for i = 1, 256 do add(utf8_char(cs[i]) .. "</w>") end
-    local merges = {"#version: 0.2"}
+    for i = 1, 256 do add(byte_char[order[i]]) end
+    for i = 1, 256 do add(byte_char[order[i]] .. "</w>") end
     for i = 2, 49152 - 256 - 2 + 1 do
         local a, b = lines[i]:match("^(%S+) (%S+)$")
         assert(a, "merges line " .. i)
         add(a .. b)
+        ranks[a .. " " .. b] = i - 2
         merges[#merges + 1] = lines[i]
     end
     add("<|startoftext|>")
     add("<|endoftext|>")
+    return {vocab = vocab, n = next_id, ranks = ranks, merges = merges, byte_char = byte_char}
+end
+
+-- A plain reference of SimpleTokenizer.bpe for one pre-token (its bytes): the quadratic loop,
+-- written independently of the C code.
+local function reference_bpe(tabs, token)
+    local word = {}
+    for i = 1, #token do
+        word[i] = tabs.byte_char[token:byte(i)]
+    end
+    word[#word] = word[#word] .. "</w>"
+    while #word > 1 do
+        local best, bi = math.huge, nil
+        for i = 1, #word - 1 do
+            local r = tabs.ranks[word[i] .. " " .. word[i + 1]]
+            if r and r < best then
+                best, bi = r, i
+            end
+        end
+        if not bi then
+            break
+        end
+        local first, second = word[bi], word[bi + 1]
+        local new, i = {}, 1
+        while i <= #word do
+            if i < #word and word[i] == first and word[i + 1] == second then
+                new[#new + 1] = first .. second
+                i = i + 2
+            else
+                new[#new + 1] = word[i]
+                i = i + 1
+            end
+        end
+        word = new
+    end
+    local ids = {}
+    for i = 1, #word do
+        ids[i] = tabs.vocab[word[i]]
+    end
+    return ids
+end
+
+-- Writes a HuggingFace vocab.json + merges.txt made from OpenAI's merges file.
+local function write_hf_files(dir, tabs)
     local vf = assert(io.open(dir .. "/vocab.json", "wb"))
-    vf:write(cjson.encode(vocab))
+    vf:write(cjson.encode(tabs.vocab))
     vf:close()
     local mf = assert(io.open(dir .. "/merges.txt", "wb"))
-    mf:write(table.concat(merges, "\n"), "\n")
+    mf:write("#version: 0.2\n", table.concat(tabs.merges, "\n"), "\n")
     mf:close()
-    return next_id
+    return tabs.n
 end
 
 describe("tokenizer", function()
     local tok = clip.tokenizer(VOCAB)
     local cases = read_jsonl(GOLDEN .. "tokenizer_cases.jsonl")
     local dcases = read_jsonl(GOLDEN .. "tokenizer_decode_cases.jsonl")
+    local tabs = openai_tables()
 
     it("loads OpenAI's vocabulary", function()
         assert.are.equal(49408, tok.vocab_size)
@@ -234,11 +291,42 @@ describe("tokenizer", function()
             " or vocab.json + merges.txt)")
     end)
 
+    it("merges long words as the plain BPE loop does", function()
+        -- words of 1..3000 bytes (the C code switches to a heap at 48 bytes) from letters that
+        -- pass cleaning unchanged, checked against reference_bpe above
+        local letters = {}
+        for c in ("abcdefghijklmnopqrstuvwxyzeeaaiioonnrrsstt"):gmatch(".") do
+            letters[#letters + 1] = c
+        end
+        for _, c in ipairs({"é", "à", "ü", "ö", "ß", "ñ", "ç", "ø", "α", "β", "γ", "и", "к",
+            "写", "真", "猫"}) do
+            letters[#letters + 1] = c
+        end
+        local state = 4242
+        local function rnd(n)
+            state = (state * 48271) % 2147483647
+            return math.floor(state / 2147483647 * n) + 1
+        end
+        local checked = 0
+        for _, len in ipairs({1, 2, 5, 20, 47, 48, 49, 60, 100, 250, 700, 3000}) do
+            for rep = 1, 4 do
+                local p = {}
+                for i = 1, len do
+                    p[i] = rep % 2 == 0 and letters[rnd(30)] or letters[rnd(#letters)]
+                end
+                local word = table.concat(p)
+                assert.are.same(reference_bpe(tabs, word), tok:encode(word))
+                checked = checked + 1
+            end
+        end
+        assert.are.equal(48, checked)
+    end)
+
     it("reads HuggingFace vocab.json + merges.txt", function()
         local dir = os.tmpname()
         os.remove(dir)
         assert(os.execute("mkdir -p '" .. dir .. "'") == 0)
-        local n = write_hf_files(dir)
+        local n = write_hf_files(dir, tabs)
         assert.are.equal(49408, n)
         local hf = clip.tokenizer(dir)
         assert.are.equal(49408, hf.vocab_size)
