@@ -103,12 +103,15 @@ check "REPL survives an error" '^after error$'
 
 clear_screen
 # Ctrl-C at the prompt drops the line
-T send-keys -t t -l 'this line is dropped'; T send-keys -t t C-c; sleep 0.3
+T send-keys -t t -l 'this line is dropped'
+wait_for '^> this line is dropped$' 5   # echoed: the line editor has read it
+T send-keys -t t C-c; sleep 0.3
 type_line 'print("after ctrl-c at prompt")'
 check "Ctrl-C at the prompt drops the line" '^after ctrl-c at prompt$'
 # Ctrl-C while a statement runs (interpreted loop: pairs() is not JIT-compiled) interrupts it
-type_line 'n = 0 while true do for _ in pairs({1}) do n = n + 1 end end'
-sleep 1
+type_line 'n = 0 print("spinning") while true do for _ in pairs({1}) do n = n + 1 end end'
+wait_for '^spinning$' 10
+sleep 0.3
 T send-keys -t t C-c
 check "Ctrl-C interrupts the running statement" 'interrupted!' 5
 type_line 'print("still alive", n > 0)'
