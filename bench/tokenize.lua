@@ -151,3 +151,11 @@ tok:set_cache_limit(0)
 report("tokenize, word cache off", run_tokenize())
 print(("word cache: %d entries after the cold pass; tokens counted include start/end ids"):format(
     cached))
+
+-- one pathological pre-token: 64000 random letters without a space (BPE on a single word)
+local letters = {}
+for k = 1, 64000 do letters[k] = string.char(96 + rnd(26)) end
+local word = table.concat(letters)
+c0 = os.clock()
+local ids = tok:encode(word)
+print(("one 64000-letter word: %d ids in %.3f s cpu"):format(#ids, os.clock() - c0))
