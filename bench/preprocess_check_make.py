@@ -99,6 +99,8 @@ pt.save(os.path.join(out, "p_trns.png"), transparency=5)
 add("p_trns.png")
 Image.fromarray(picture(400, 300, 3)).quantize(64).save(os.path.join(out, "p.gif"))
 add("p.gif")
+Image.fromarray(picture(330, 260, 1)[..., 0], "L").save(os.path.join(out, "grey.gif"))
+add("grey.gif")  # Pillow reopens a GIF with the identity grey palette as 'L'
 Image.fromarray(picture(400, 300, 4), "CMYK").save(os.path.join(out, "cmyk.jpg"), quality=92)
 add("cmyk.jpg")
 png16(os.path.join(out, "grey16.png"), (rng.randint(0, 400, (280, 310))).astype(np.uint16), 0)

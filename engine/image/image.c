@@ -231,6 +231,25 @@ static VipsImage *run_loader(const char *loader, const char *arg_name, const voi
     return out;
 }
 
+/* 1 when the image is a GIF whose palette is the identity grey ramp (entry i = (i, i, i)): Pillow
+ * opens those as 'L'. */
+static int grey_ramp_gif(VipsImage *in)
+{
+    int *pal = NULL, n = 0;
+    if (vips_image_get_typeof(in, "gif-palette") == 0 ||
+        vips_image_get_array_int(in, "gif-palette", &pal, &n) != 0 || n <= 0) {
+        vips_error_clear();
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        unsigned v = (unsigned)pal[i];
+        unsigned r = (v >> 16) & 255, g = (v >> 8) & 255, b = v & 255;
+        if (r != (unsigned)i || g != (unsigned)i || b != (unsigned)i)
+            return 0;
+    }
+    return 1;
+}
+
 /* Picks the Pillow mode for a decoded vips image and copies its pixels. `name` is the file name
  * (or "<buffer>") for messages. */
 static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
@@ -282,6 +301,18 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
     int palette = vips_image_get_typeof(in, "palette-bit-depth") != 0 ||
                   vips_image_get_typeof(in, "gif-palette") != 0;
     int mode;
+    if (palette && grey_ramp_gif(in) && (bands == 3 || bands == 4)) {
+        /* Pillow opens a GIF whose palette is the identity grey ramp as 'L' */
+        VipsImage *c2 = NULL;
+        if (vips_extract_band(in, &c2, 0, NULL) != 0) {
+            vips_fail(CLIPL_EIMAGE, "cannot read the grey band of", name);
+            goto fail;
+        }
+        cast = c2;
+        in = cast;
+        bands = 1;
+        palette = 0;
+    }
     if (fmt == VIPS_FORMAT_USHORT && bands == 1)
         mode = CLIPL_IMAGE_I; /* Pillow opens 16-bit grey PNG as 'I' */
     else if (bands == 1)
