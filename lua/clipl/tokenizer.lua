@@ -302,8 +302,9 @@ local function load_cached(path)
     return t
 end
 
---- clip.tokenizer_for(dir): the tokenizer for a model folder: $CLIPL_VOCAB when set, else the
--- vocabulary in dir (OpenAI's file or vocab.json + merges.txt), else the one in the cache folder.
+--- clip.tokenizer_for(dir): the tokenizer for a model folder (or the folder of a model file):
+-- $CLIPL_VOCAB when set, else the vocabulary in dir (OpenAI's file or vocab.json + merges.txt),
+-- else the one in the cache folder.
 -- dir may be nil. Raises saying how to get a vocabulary (`clipl download vocab`) when none is
 -- found. Tokenizers are loaded once and shared.
 function M.tokenizer_for(dir)
@@ -317,6 +318,9 @@ function M.tokenizer_for(dir)
         return load_cached(env)
     end
     tried[#tried + 1] = "$CLIPL_VOCAB (not set)"
+    if dir and file_exists(dir) and not file_exists(dir .. "/.") then
+        dir = dir:match("^(.*)/[^/]*$") or "." -- a model file: look beside it
+    end
     if dir then
         if find_vocab(dir) then
             return load_cached(dir)

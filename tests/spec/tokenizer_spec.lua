@@ -338,6 +338,11 @@ describe("tokenizer", function()
         -- the model-folder lookup finds the same files
         local t = clip.tokenizer_for(dir)
         assert.are.same(cases[1].ids, t:encode(cases[1].text))
+        -- ... and beside a model file
+        local mf = assert(io.open(dir .. "/model.safetensors", "wb"))
+        mf:close()
+        assert.are.equal(t, clip.tokenizer_for(dir .. "/model.safetensors"))
+        os.remove(dir .. "/model.safetensors")
         hf:free()
         hf:free()
         os.remove(dir .. "/vocab.json")
