@@ -40,9 +40,6 @@ static void lstop(lua_State *L, lua_Debug *ar)
 
 static volatile sig_atomic_t run_ints; /* Ctrl-C presses during the current call */
 
-/* SIGINT while Lua runs: sets a hook that raises "interrupted!" and asks C loops to stop. Code
- * compiled by the JIT never runs hooks, so a second Ctrl-C explains that and a third one gets the
- * default action (the process ends). */
 static pthread_t main_thread;
 
 /* A process-directed SIGINT may land on a oneDNN (OpenMP) or libvips worker thread: the handlers
@@ -56,6 +53,9 @@ static int forwarded(int sig)
     return 0;
 }
 
+/* SIGINT while Lua runs: sets a hook that raises "interrupted!" and asks C loops to stop. Code
+ * compiled by the JIT never runs hooks, so a second Ctrl-C explains that and a third one gets the
+ * default action (the process ends). */
 static void laction(int sig)
 {
     if (forwarded(sig)) {
@@ -788,6 +788,7 @@ int main(int argc, char **argv)
 
     int rc = dispatch(L, argc, argv);
     fflush(stdout);
+    free_candidates();
     lua_close(L);
     return rc;
 }
