@@ -796,6 +796,69 @@ CLIPL_API void clipl_download_free(clipl_download *d);
 /* SHA-256 of a file's contents as 64 lowercase hex digits and a NUL in out_hex (65 chars). */
 CLIPL_API int clipl_sha256_file(const char *path, char *out_hex);
 
+/* ==== autograd ================================================================================ */
+/* (engine/autograd) Define-by-run autograd. While grad mode is on (per thread, default on), an op
+ * with an input that requires grad records onto the tape what its backward needs, and its result
+ * requires grad too. clipl_backward runs the tape in reverse from a tensor and adds the gradients
+ * into the leaves (tensors marked with clipl_tensor_set_requires_grad). Every differentiable op of
+ * the ops section records, views included (their gradient flows to the viewed tensor). In-place
+ * ops on a tensor that requires grad (or with an operand that does) are refused while grad mode
+ * is on. Saved tensors share data with the op's inputs and outputs: do not modify those in place
+ * (with grad mode off) before the backward. */
+
+/* Turns grad mode on (1) or off (0) for this thread; returns the previous mode. */
+CLIPL_API int clipl_set_grad_enabled(int on);
+/* 1 when grad mode is on for this thread. */
+CLIPL_API int clipl_is_grad_enabled(void);
+/* Marks a leaf (a tensor not produced by a recorded op) of a float dtype as requiring grad (on = 1)
+ * or not (on = 0). Refused for results of recorded ops and for integer dtypes. */
+CLIPL_API int clipl_tensor_set_requires_grad(clipl_tensor *t, int on);
+/* 1 when t requires grad (a marked leaf or the result of a recorded op), else 0. */
+CLIPL_API int clipl_tensor_requires_grad(const clipl_tensor *t);
+/* 1 when t is a leaf (not produced by a recorded op), else 0. */
+CLIPL_API int clipl_tensor_is_leaf(const clipl_tensor *t);
+/* Name of the op that produced t ("mul", "matmul", "narrow", ...) or NULL for a leaf. Borrowed
+ * (static). */
+CLIPL_API const char *clipl_tensor_grad_fn(const clipl_tensor *t);
+/* The gradient accumulated in t (t's shape and dtype, contiguous), or NULL when there is none (no
+ * error is set). New reference. */
+CLIPL_API clipl_tensor *clipl_tensor_grad(const clipl_tensor *t);
+/* Sets t's gradient to g (retained; shape must match t) or clears it (g NULL). */
+CLIPL_API int clipl_tensor_set_grad(clipl_tensor *t, clipl_tensor *g);
+/* dst = a new header over t's data (shared), with no history and not requiring grad. *dst: new
+ * reference. */
+CLIPL_API int clipl_tensor_detach(const clipl_tensor *t, clipl_tensor **dst);
+/* Backpropagates from t: grad is dL/dt (t's shape; NULL means 1 and needs a one-element t). The
+ * gradient of every leaf reached is added to its grad (created at the first backward), so grads
+ * accumulate until cleared. Unless retain_graph, the tensors saved by the graph are freed on the
+ * way and a second backward through the same graph is an error. */
+CLIPL_API int clipl_backward(const clipl_tensor *t, const clipl_tensor *grad, int retain_graph);
+/* Recorded ops still alive (nodes of the tape held by tensors); for tests of memory. */
+CLIPL_API int64_t clipl_autograd_live_nodes(void);
+
+/* ---- optimizer kernels (engine/autograd/optim.c) ----
+ * One call updates n parameters in place (f32, contiguous, writable), each with its gradient
+ * (same shape, f32 or bf16, any strides) and state tensors (f32, contiguous, param's shape). lr,
+ * weight_decay and step are per-parameter arrays of n entries (parameter groups). Arithmetic in
+ * double per element; the kernels write the parameters directly, outside the tape. */
+/* AdamW (Loshchilov & Hutter, as torch.optim.AdamW): p -= lr * wd * p; m = b1 m + (1 - b1) g;
+ * v = b2 v + (1 - b2) g^2; p -= lr * (m / (1 - b1^step)) / (sqrt(v / (1 - b2^step)) + eps).
+ * step is the 1-based step count of each parameter (after incrementing). */
+CLIPL_API int clipl_adamw_step(int n, clipl_tensor *const *params, clipl_tensor *const *grads,
+                               clipl_tensor *const *exp_avg, clipl_tensor *const *exp_avg_sq,
+                               const double *lr, const double *weight_decay, const int64_t *step,
+                               double beta1, double beta2, double eps);
+/* SGD with momentum (as torch.optim.SGD): g += wd * p; buf = g at the first step, else
+ * momentum * buf + (1 - dampening) g; g = nesterov ? g + momentum * buf : buf; p -= lr * g.
+ * momentum_buf entries may be NULL when momentum is 0. first: 1 on the first step. */
+CLIPL_API int clipl_sgd_step(int n, clipl_tensor *const *params, clipl_tensor *const *grads,
+                             clipl_tensor *const *momentum_buf, const double *lr,
+                             const double *weight_decay, double momentum, double dampening,
+                             int nesterov, int first);
+/* *norm = the L2 norm of n tensors taken together as one vector (any float dtype and strides),
+ * accumulated in double: the global norm of gradient clipping. */
+CLIPL_API int clipl_global_norm(int n, clipl_tensor *const *ts, double *norm);
+
 /* ==== nn ====================================================================================== */
 /* (engine/nn) OpenAI's CLIP model: VisionTransformer or ModifiedResNet image tower, causal text
  * Transformer, projections and logit_scale, computing exactly what OpenAI's clip/model.py computes.
