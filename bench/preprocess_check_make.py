@@ -92,6 +92,13 @@ Image.fromarray(la, "LA").save(os.path.join(out, "la.png"))
 add("la.png")
 Image.fromarray(picture(350, 300, 1)[..., 0], "L").save(os.path.join(out, "l.png"))
 add("l.png")
+# tRNS colour keys: Pillow keeps 'RGB' / 'L' / 'I' (libvips would add an alpha band)
+Image.fromarray(picture(410, 290, 3)).save(os.path.join(out, "rgb_key.png"),
+                                           transparency=(250, 210, 170))
+add("rgb_key.png")
+Image.fromarray(picture(290, 410, 1)[..., 0], "L").save(os.path.join(out, "l_key.png"),
+                                                        transparency=250)
+add("l_key.png")
 Image.fromarray(picture(420, 300, 3)).quantize(200).save(os.path.join(out, "p.png"))
 add("p.png")
 pt = Image.fromarray(picture(300, 420, 3)).quantize(100)

@@ -231,6 +231,16 @@ static VipsImage *run_loader(const char *loader, const char *arg_name, const voi
     return out;
 }
 
+/* The colour type in a PNG's IHDR (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA), or -1 when
+ * the bytes are not a PNG. */
+static int png_color_type(const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    if (n < 26 || memcmp(p, "\x89PNG\r\n\x1a\n", 8) != 0 || memcmp(p + 12, "IHDR", 4) != 0)
+        return -1;
+    return p[25];
+}
+
 /* 1 when the image is a GIF whose palette is the identity grey ramp (entry i = (i, i, i)): Pillow
  * opens those as 'L'. */
 static int grey_ramp_gif(VipsImage *in)
@@ -252,10 +262,10 @@ static int grey_ramp_gif(VipsImage *in)
 
 /* Picks the Pillow mode for a decoded vips image and copies its pixels. `name` is the file name
  * (or "<buffer>") for messages. */
-static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
+static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int png_ct)
 {
     clipl_image *img = NULL;
-    VipsImage *rot = NULL, *cast = NULL;
+    VipsImage *rot = NULL, *cast = NULL, *key_alpha = NULL;
     void *mem = NULL;
     size_t memsize = 0;
 
@@ -298,6 +308,18 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
         h = vips_image_get_height(in);
     }
 
+    if ((png_ct == 0 || png_ct == 2) && (bands == 2 || bands == 4)) {
+        /* a grey or RGB PNG with a tRNS colour key: libvips adds an alpha band, Pillow keeps the
+         * mode ('L', 'RGB' or 'I') and only notes the key, which convert('RGB') ignores */
+        VipsImage *c2 = NULL;
+        if (vips_extract_band(in, &c2, 0, "n", bands - 1, NULL) != 0) {
+            vips_fail(CLIPL_EIMAGE, "cannot drop the colour-key alpha of", name);
+            goto fail;
+        }
+        key_alpha = c2;
+        in = key_alpha;
+        bands--;
+    }
     int palette = vips_image_get_typeof(in, "palette-bit-depth") != 0 ||
                   vips_image_get_typeof(in, "gif-palette") != 0;
     int mode;
@@ -332,18 +354,17 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
 
     /* 16-bit samples other than grey: Pillow keeps the high byte ("RGB;16B" etc.) */
     if (fmt == VIPS_FORMAT_USHORT && mode != CLIPL_IMAGE_I) {
-        if (vips_rshift_const1(in, &cast, 8, NULL) != 0) {
+        VipsImage *sh = NULL, *c2 = NULL;
+        if (vips_rshift_const1(in, &sh, 8, NULL) != 0 || vips_cast_uchar(sh, &c2, NULL) != 0) {
+            if (sh)
+                g_object_unref(sh);
             vips_fail(CLIPL_EIMAGE, "cannot reduce 16-bit samples of", name);
             goto fail;
         }
-        VipsImage *c2 = NULL;
-        int rc = vips_cast_uchar(cast, &c2, NULL);
-        g_object_unref(cast);
+        g_object_unref(sh);
+        if (cast)
+            g_object_unref(cast);
         cast = c2;
-        if (rc != 0) {
-            vips_fail(CLIPL_EIMAGE, "cannot reduce 16-bit samples of", name);
-            goto fail;
-        }
         in = cast;
     }
 
@@ -385,6 +406,8 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags)
         g_object_unref(rot);
     if (cast)
         g_object_unref(cast);
+    if (key_alpha)
+        g_object_unref(key_alpha);
     return img;
 
 fail_img:
@@ -398,6 +421,8 @@ fail:
         g_object_unref(rot);
     if (cast)
         g_object_unref(cast);
+    if (key_alpha)
+        g_object_unref(key_alpha);
     return NULL;
 }
 
@@ -414,6 +439,8 @@ clipl_image *clipl_image_load(const char *path, int flags)
         clipl__err(CLIPL_EIO, "image: cannot open %s", path);
         return NULL;
     }
+    uint8_t head[32];
+    size_t nhead = fread(head, 1, sizeof head, f);
     fclose(f);
     const char *loader = vips_foreign_find_load(path);
     if (!loader) {
@@ -429,7 +456,7 @@ clipl_image *clipl_image_load(const char *path, int flags)
         vips_fail(CLIPL_EFORMAT, "cannot read", path);
         return NULL;
     }
-    clipl_image *img = from_vips(in, path, flags);
+    clipl_image *img = from_vips(in, path, flags, png_color_type(head, nhead));
     g_object_unref(in);
     return img;
 }
@@ -458,7 +485,7 @@ clipl_image *clipl_image_load_buffer(const void *data, size_t nbytes, int flags)
     if (!in)
         vips_fail(CLIPL_EFORMAT, "cannot read", name);
     else
-        img = from_vips(in, name, flags);
+        img = from_vips(in, name, flags, png_color_type(data, nbytes));
     if (in)
         g_object_unref(in);
     vips_area_unref(VIPS_AREA(blob));
