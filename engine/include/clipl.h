@@ -688,7 +688,8 @@ enum clipl_image_mode_kind {
     CLIPL_IMAGE_P = 4,    /* palette image, stored expanded to RGB; resized nearest as Pillow */
     CLIPL_IMAGE_PA = 5,   /* palette image with transparency, expanded to RGBA; resized nearest */
     CLIPL_IMAGE_CMYK = 6, /* 4 bands, 0 = no ink */
-    CLIPL_IMAGE_I = 7     /* 16-bit grey kept as int32 per pixel (Pillow's 'I'); 1 band */
+    CLIPL_IMAGE_I = 7,    /* 16-bit grey kept as int32 per pixel (Pillow's 'I'); 1 band */
+    CLIPL_IMAGE_1 = 8     /* bilevel (1-bit PNG), stored as 0 / 255 in 1 band; resized nearest */
 };
 
 /* Flags for loading and batches. */
@@ -716,7 +717,8 @@ CLIPL_API int clipl_image_height(const clipl_image *img);
 CLIPL_API int clipl_image_bands(const clipl_image *img);
 /* A clipl_image_mode. */
 CLIPL_API int clipl_image_mode(const clipl_image *img);
-/* "L", "LA", "RGB", "RGBA", "P", "PA", "CMYK", "I"; "?" for an unknown mode. Borrowed (static). */
+/* "L", "LA", "RGB", "RGBA", "P", "PA", "CMYK", "I", "1"; "?" for an unknown mode. Borrowed
+ * (static). */
 CLIPL_API const char *clipl_image_mode_name(int mode);
 /* The pixels, row-major, interleaved. Borrowed (valid while img lives). */
 CLIPL_API const void *clipl_image_pixels(const clipl_image *img);
@@ -749,6 +751,50 @@ CLIPL_API const char *clipl_preprocess_batch_message(int index);
  * 178956970, Pillow's decompression-bomb error threshold). limit <= 0 restores the default. */
 CLIPL_API int clipl_image_set_pixel_limit(int64_t limit);
 CLIPL_API int64_t clipl_image_get_pixel_limit(void);
+
+/* -- contact sheet (pipe) -- */
+/* A contact sheet: a grid of cells, each a thumbnail of an image file with a caption and labelled
+ * bars under it (the top zero-shot labels and their probabilities), drawn with libvips (text with
+ * pango) and written as PNG, JPEG or WebP. */
+typedef struct clipl_sheet clipl_sheet;
+/* columns: cells per row (1..64); thumb: the thumbnail box in pixels (16..1024; images are shrunk
+ * to fit it, aspect kept). New sheet or NULL. */
+CLIPL_API clipl_sheet *clipl_sheet_new(int columns, int thumb);
+/* Adds a cell: the image at path (thumbnailed now), caption (may be NULL) and n (0..32) labels with
+ * values in [0, 1] (clamped) drawn as bars with the value in percent. An unreadable image fails
+ * with CLIPL_EIMAGE naming the file and adds nothing. labels, values: borrowed. */
+CLIPL_API int clipl_sheet_add(clipl_sheet *s, const char *path, const char *caption, int n,
+                              const char *const *labels, const double *values);
+/* Number of cells added. */
+CLIPL_API int clipl_sheet_count(const clipl_sheet *s);
+/* Lays the cells out in rows and writes the sheet to path; the format follows the extension
+ * (.png, .jpg/.jpeg, .webp). The file is written to a temporary name and renamed. */
+CLIPL_API int clipl_sheet_save(const clipl_sheet *s, const char *path);
+/* Frees the sheet. NULL is ignored. */
+CLIPL_API void clipl_sheet_free(clipl_sheet *s);
+
+/* -- decoding on a background thread (pipe) -- */
+/* clipl_preprocess_batch run on a thread of its own, so that a caller can encode one batch while
+ * the next is decoded. */
+typedef struct clipl_batch_job clipl_batch_job;
+/* Starts clipl_preprocess_batch(n, paths, n_px, flags, nthreads) on a new thread and returns at
+ * once (the paths are copied). New handle (free with clipl_batch_job_free) or NULL. */
+CLIPL_API clipl_batch_job *clipl_batch_job_start(int n, const char *const *paths, int n_px,
+                                                 int flags, int nthreads);
+/* 1 when the job has finished (wait will not block), else 0. */
+CLIPL_API int clipl_batch_job_done(const clipl_batch_job *j);
+/* Blocks until the job ends; then as clipl_preprocess_batch: *dst receives the batch (a new
+ * reference; only on the first successful wait) and status_out (n ints, may be NULL) the item
+ * statuses. Returns the batch call's status (its message is set on this thread). */
+CLIPL_API int clipl_batch_job_wait(clipl_batch_job *j, clipl_tensor **dst, int *status_out);
+/* Number of items of the job. */
+CLIPL_API int clipl_batch_job_count(const clipl_batch_job *j);
+/* The message of item index once the job has ended ("" when it was fine). Borrowed; valid until
+ * the job is freed. */
+CLIPL_API const char *clipl_batch_job_message(const clipl_batch_job *j, int index);
+/* Waits for the thread if it still runs, frees the job and any batch not taken. NULL is
+ * ignored. */
+CLIPL_API void clipl_batch_job_free(clipl_batch_job *j);
 
 /* ==== net ===================================================================================== */
 /* (engine/net) Downloads over HTTP(S) with libcurl, on a background thread that Lua polls. */
