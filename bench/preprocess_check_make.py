@@ -99,6 +99,11 @@ add("rgb_key.png")
 Image.fromarray(picture(290, 410, 1)[..., 0], "L").save(os.path.join(out, "l_key.png"),
                                                         transparency=250)
 add("l_key.png")
+Image.fromarray(picture(300, 200, 1)[..., 0] > 127).save(os.path.join(out, "bilevel.png"))
+add("bilevel.png")  # mode '1': resized nearest
+Image.fromarray(picture(260, 300, 1)[..., 0] // 16 * 17, "L").convert("L").save(
+    os.path.join(out, "grey4.png"), bits=4)
+add("grey4.png")
 Image.fromarray(picture(420, 300, 3)).quantize(200).save(os.path.join(out, "p.png"))
 add("p.png")
 pt = Image.fromarray(picture(300, 420, 3)).quantize(100)

@@ -92,6 +92,7 @@ int clipl__image_mode_bands(int mode)
     case CLIPL_IMAGE_PA: return 4;
     case CLIPL_IMAGE_CMYK: return 4;
     case CLIPL_IMAGE_I: return 1;
+    case CLIPL_IMAGE_1: return 1;
     default: return 0;
     }
 }
@@ -103,7 +104,7 @@ int clipl__image_sample_size(int mode)
 
 const char *clipl_image_mode_name(int mode)
 {
-    static const char *const names[] = {"L", "LA", "RGB", "RGBA", "P", "PA", "CMYK", "I"};
+    static const char *const names[] = {"L", "LA", "RGB", "RGBA", "P", "PA", "CMYK", "I", "1"};
     return mode >= 0 && mode < (int)(sizeof names / sizeof names[0]) ? names[mode] : "?";
 }
 
@@ -231,13 +232,16 @@ static VipsImage *run_loader(const char *loader, const char *arg_name, const voi
     return out;
 }
 
-/* The colour type in a PNG's IHDR (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA), or -1 when
- * the bytes are not a PNG. */
+/* The colour type in a PNG's IHDR (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA; PNG_BILEVEL
+ * for 1-bit grey, which Pillow opens as mode '1'), or -1 when the bytes are not a PNG. */
+enum { PNG_BILEVEL = 100 };
 static int png_color_type(const void *data, size_t n)
 {
     const uint8_t *p = data;
     if (n < 26 || memcmp(p, "\x89PNG\r\n\x1a\n", 8) != 0 || memcmp(p + 12, "IHDR", 4) != 0)
         return -1;
+    if (p[25] == 0 && p[24] == 1)
+        return PNG_BILEVEL;
     return p[25];
 }
 
@@ -308,7 +312,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
         h = vips_image_get_height(in);
     }
 
-    if ((png_ct == 0 || png_ct == 2) && (bands == 2 || bands == 4)) {
+    if ((png_ct == 0 || png_ct == 2 || png_ct == PNG_BILEVEL) && (bands == 2 || bands == 4)) {
         /* a grey or RGB PNG with a tRNS colour key: libvips adds an alpha band, Pillow keeps the
          * mode ('L', 'RGB' or 'I') and only notes the key, which convert('RGB') ignores */
         VipsImage *c2 = NULL;
@@ -338,7 +342,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
     if (fmt == VIPS_FORMAT_USHORT && bands == 1)
         mode = CLIPL_IMAGE_I; /* Pillow opens 16-bit grey PNG as 'I' */
     else if (bands == 1)
-        mode = CLIPL_IMAGE_L;
+        mode = png_ct == PNG_BILEVEL ? CLIPL_IMAGE_1 : CLIPL_IMAGE_L;
     else if (bands == 2)
         mode = CLIPL_IMAGE_LA;
     else if (bands == 3)
@@ -515,9 +519,10 @@ int clipl__image_resize_window(const clipl_image *img, int width, int height, in
     int b = img->bands, ps = b * clipl__image_sample_size(img->mode);
     if (!out)
         return clipl_errcode();
-    if (img->mode == CLIPL_IMAGE_P || img->mode == CLIPL_IMAGE_PA || img->mode == CLIPL_IMAGE_I) {
-        /* full resize, then the window: Pillow resizes palette images with NEAREST whatever
-         * filter is asked for, and 'I' images in double precision */
+    if (img->mode == CLIPL_IMAGE_P || img->mode == CLIPL_IMAGE_PA || img->mode == CLIPL_IMAGE_1 ||
+        img->mode == CLIPL_IMAGE_I) {
+        /* full resize, then the window: Pillow resizes palette and bilevel images with NEAREST
+         * whatever filter is asked for, and 'I' images in double precision */
         full = clipl__image_new(width, height, img->mode);
         if (!full) {
             rc = clipl_errcode();
@@ -591,6 +596,7 @@ void clipl__row_to_rgb(const clipl_image *img, const void *src, size_t n, uint8_
     const uint8_t *s = src;
     switch (img->mode) {
     case CLIPL_IMAGE_L:
+    case CLIPL_IMAGE_1:
         for (size_t i = 0; i < n; i++)
             rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = s[i];
         break;

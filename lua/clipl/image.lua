@@ -14,7 +14,7 @@ local C, check, call_out, slot = lib.C, lib.check, lib.call_out, lib.slot
 local M = {}
 
 local AUTOROTATE, SKIP_BAD = 1, 2
-local mode_names = {[0] = "L", "LA", "RGB", "RGBA", "P", "PA", "CMYK", "I"}
+local mode_names = {[0] = "L", "LA", "RGB", "RGBA", "P", "PA", "CMYK", "I", "1"}
 
 --- An image: a Lua object over one `clipl_image *` (freed by the GC or img:free()).
 local Image = {}
@@ -108,7 +108,7 @@ end
 --- An image over raw pixels: a [H, W, bands] u8 tensor (bands 1 = L, 2 = LA, 3 = RGB, 4 = RGBA,
 -- or `mode` given) or a string of bytes with width, height, mode.
 function M.from_pixels(data, width, height, mode)
-    local modes = {L = 0, LA = 1, RGB = 2, RGBA = 3, P = 4, PA = 5, CMYK = 6, I = 7}
+    local modes = {L = 0, LA = 1, RGB = 2, RGBA = 3, P = 4, PA = 5, CMYK = 6, I = 7, ["1"] = 8}
     if type(data) == "string" then
         local m = modes[mode or "RGB"]
         if not m then
