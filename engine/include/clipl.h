@@ -670,6 +670,40 @@ CLIPL_API int64_t clipl_tokenizer_cache_size(clipl_tokenizer *tok);
 CLIPL_API void clipl_tokenizer_cache_clear(clipl_tokenizer *tok);
 CLIPL_API void clipl_tokenizer_cache_limit(clipl_tokenizer *tok, int64_t max_entries);
 
+/* -- BPE training (data) -- */
+/* Learns a byte-level BPE vocabulary from text, in the format clipl_tokenizer_load reads
+ * (OpenAI's bpe_simple_vocab_16e6.txt.gz: a "#version: 0.2" line, then one merge "a b" per line,
+ * symbols spelled in the byte-to-unicode alphabet, a word's last symbol ending in "</w>"). Texts
+ * are cleaned and pre-tokenized exactly as the tokenizer does (clipl_tokenizer_clean, then
+ * OpenAI's regex); each pre-token is a word of byte symbols. Each step merges the most frequent
+ * adjacent pair (counted over words weighted by their frequency); ties go to the pair whose first
+ * symbol, then second symbol, is smaller in byte order. Deterministic. */
+typedef struct clipl_bpe_trainer clipl_bpe_trainer;
+
+/* New, empty trainer. Free with clipl_bpe_trainer_free. NULL on failure. */
+CLIPL_API clipl_bpe_trainer *clipl_bpe_trainer_new(void);
+CLIPL_API void clipl_bpe_trainer_free(clipl_bpe_trainer *b);
+/* Adds len bytes of UTF-8 text (counted count times, count >= 1). Invalid UTF-8 is CLIPL_EINVAL
+ * naming the byte offset. Fails with CLIPL_EINVAL after clipl_bpe_trainer_learn. */
+CLIPL_API int clipl_bpe_trainer_add(clipl_bpe_trainer *b, const char *text, size_t len,
+                                    int64_t count);
+/* Distinct words so far (distinct = 1) or all words counted (distinct = 0). */
+CLIPL_API int64_t clipl_bpe_trainer_words(const clipl_bpe_trainer *b, int distinct);
+/* Learns up to n_merges merges, stopping early when no pair occurs at least min_count times
+ * (min_count < 1 counts as 1), e.g. when every word has become one symbol. *n_learned (may be
+ * NULL) receives the number learned. Can be called once. */
+CLIPL_API int clipl_bpe_trainer_learn(clipl_bpe_trainer *b, int n_merges, int64_t min_count,
+                                      int *n_learned);
+/* Merges learned. */
+CLIPL_API int clipl_bpe_trainer_merge_count(const clipl_bpe_trainer *b);
+/* Merge i (0-based) as "a b" (UTF-8, NUL-terminated), and its pair count when it was chosen
+ * (count may be NULL). Borrowed, valid while b lives; NULL out of range. */
+CLIPL_API const char *clipl_bpe_trainer_merge(const clipl_bpe_trainer *b, int i, int64_t *count);
+/* Writes "#version: 0.2" and the merges, one per line with no newline after the last one (so that
+ * OpenAI's SimpleTokenizer reads it too); gzip-compressed (deterministic: no name or time in the
+ * header) when path ends in ".gz". */
+CLIPL_API int clipl_bpe_trainer_save(const clipl_bpe_trainer *b, const char *path);
+
 /* ==== image =================================================================================== */
 /* (engine/image) */
 
@@ -795,6 +829,87 @@ CLIPL_API const char *clipl_batch_job_message(const clipl_batch_job *j, int inde
 /* Waits for the thread if it still runs, frees the job and any batch not taken. NULL is
  * ignored. */
 CLIPL_API void clipl_batch_job_free(clipl_batch_job *j);
+
+/* -- drawing and saving (data) -- */
+/* A small rasteriser for synthetic data (clip.shapes): shapes filled with coverage-based
+ * anti-aliasing (pixels on an edge are supersampled 4x4 and blended by the covered fraction) over
+ * plain, gradient, noise or striped backgrounds. Canvases are u8 tensors [H, W, 3] (RGB,
+ * row-major, any strides); coordinates are in pixels from the top-left corner of the image, pixel
+ * (x, y) covering [x, x + 1) x [y, y + 1). */
+typedef enum clipl_shape_kind {
+    CLIPL_SHAPE_CIRCLE = 0,
+    CLIPL_SHAPE_SQUARE = 1,   /* axis-aligned at angle 0, corners on the circle of radius */
+    CLIPL_SHAPE_TRIANGLE = 2, /* equilateral, pointing up at angle 0 */
+    CLIPL_SHAPE_STAR = 3,     /* five points, inner radius 0.45 of the outer one */
+    CLIPL_SHAPE_HEXAGON = 4,
+    CLIPL_SHAPE_CROSS = 5,   /* plus sign, arms 0.4 x radius wide */
+    CLIPL_SHAPE_HEART = 6,   /* the classic parametric heart, its box centred on (cx, cy) */
+    CLIPL_SHAPE_DIAMOND = 7, /* rhombus 0.7 x radius wide, full height */
+    CLIPL_SHAPE_RING = 8,    /* annulus from 0.55 x radius to radius */
+    CLIPL_SHAPE_PENTAGON = 9,
+    CLIPL_SHAPE_COUNT = 10
+} clipl_shape_kind;
+
+typedef enum clipl_background_kind {
+    CLIPL_BG_PLAIN = 0,    /* colour a */
+    CLIPL_BG_GRADIENT = 1, /* linear from a to b along the direction angle */
+    CLIPL_BG_NOISE = 2,    /* a plus uniform noise in [-noise, noise] per sample */
+    CLIPL_BG_STRIPES = 3,  /* bands of a and b, each period / 2 wide, across the direction angle */
+    CLIPL_BG_CHECKER = 4,  /* squares of a and b, period / 2 wide */
+    CLIPL_BG_COUNT = 5
+} clipl_background_kind;
+
+enum { CLIPL_DRAW_MAX_ITEMS = 4 };
+
+/* One shape to draw. */
+typedef struct clipl_draw_item {
+    int32_t kind;   /* clipl_shape_kind */
+    float cx, cy;   /* centre in pixels */
+    float radius;   /* the shape fits in the circle of this radius around the centre */
+    float angle;    /* rotation in radians, clockwise on screen */
+    uint8_t rgb[4]; /* colour; rgb[3] is the opacity (255 opaque, 0 draws nothing) */
+} clipl_draw_item;
+
+/* A background and up to CLIPL_DRAW_MAX_ITEMS shapes drawn over it in order. */
+typedef struct clipl_draw_scene {
+    int32_t background; /* clipl_background_kind */
+    uint8_t bg_a[4];    /* first colour (rgb, [3] unused) */
+    uint8_t bg_b[4];    /* second colour (gradient end, stripes, checker) */
+    float bg_angle;     /* direction of gradient and stripes, radians */
+    float bg_period;    /* stripes / checker period in pixels (> 0 for those kinds) */
+    float bg_noise;     /* noise amplitude in 0..255 */
+    uint32_t bg_seed;   /* noise seed (the same seed gives the same noise) */
+    int32_t n_items;    /* 0 .. CLIPL_DRAW_MAX_ITEMS */
+    clipl_draw_item items[CLIPL_DRAW_MAX_ITEMS];
+} clipl_draw_scene;
+
+/* Name of a shape kind ("circle", "square", ...), "?" when unknown. Borrowed (static). */
+CLIPL_API const char *clipl_shape_name(int kind);
+/* Kind for a name as above, or -1. */
+CLIPL_API int clipl_shape_from_name(const char *name);
+
+/* Fills canvas [H, W, 3] u8 with the background of scene (its items are not drawn). */
+CLIPL_API int clipl_draw_background(clipl_tensor *canvas, const clipl_draw_scene *scene);
+/* Draws item over canvas [H, W, 3] u8: each pixel becomes (1 - a) * pixel + a * colour, rounded,
+ * with a = coverage * opacity / 255; coverage is 0 or 1 away from the edges and a multiple of 1/16
+ * on them. Parts outside the canvas are clipped. */
+CLIPL_API int clipl_draw_shape(clipl_tensor *canvas, const clipl_draw_item *item);
+/* The box of the pixels item covers at all on a width x height canvas: box = {x0, y0, x1, y1}
+ * (x1, y1 exclusive; x0 == x1 when nothing is covered). */
+CLIPL_API int clipl_draw_item_bbox(const clipl_draw_item *item, int width, int height,
+                                   int32_t *box);
+/* Renders n scenes into dst [n, H, W, 3] u8 (written in place; H and W are dst's), the images in
+ * parallel on clipl_get_num_threads() threads. Same pixels as background + shapes one by one. */
+CLIPL_API int clipl_draw_scenes(clipl_tensor *dst, int n, const clipl_draw_scene *scenes);
+/* CLIP's ToTensor + Normalize(mean, std) of u8 images: src [N, H, W, 3] (or [H, W, 3]) ->
+ * dst [N, 3, H, W] (or [3, H, W]) f32 = (x / 255 - mean[c]) / std[c]. New reference. Same values as
+ * clipl_image_preprocess at n_px = H = W. */
+CLIPL_API int clipl_draw_normalize(const clipl_tensor *src, clipl_tensor **dst);
+/* Saves pixels [H, W, C] u8 (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) with libvips; the format
+ * follows the suffix of path: .png (lossless), .jpg / .jpeg, .webp (quality 1..100, 0 = 90). */
+CLIPL_API int clipl_draw_save(const clipl_tensor *pixels, const char *path, int quality);
+/* Saves an image the same way (modes L, LA, RGB, RGBA, P, PA; CMYK and I are refused). */
+CLIPL_API int clipl_image_save(const clipl_image *img, const char *path, int quality);
 
 /* ==== net ===================================================================================== */
 /* (engine/net) Downloads over HTTP(S) with libcurl, on a background thread that Lua polls. */

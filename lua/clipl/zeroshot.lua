@@ -143,40 +143,121 @@ local function cache_key(model, classnames, templates)
     return h:hex()
 end
 
-local function cache_dir()
-    local base = os.getenv("CLIPL_CACHE") or (os.getenv("XDG_CACHE_HOME") and
-        os.getenv("XDG_CACHE_HOME") .. "/clipl") or ((os.getenv("HOME") or ".") .. "/.cache/clipl")
+--- The folder of cached classifiers: $CLIPL_CACHE/zeroshot, else $XDG_CACHE_HOME/clipl/zeroshot,
+-- else ~/.cache/clipl/zeroshot.
+function M.cache_dir()
+    local function env(name)
+        local v = os.getenv(name)
+        return v ~= "" and v or nil
+    end
+    local base = env("CLIPL_CACHE") or (env("XDG_CACHE_HOME") and env("XDG_CACHE_HOME") ..
+        "/clipl") or ((env("HOME") or ".") .. "/.cache/clipl")
     return base .. "/zeroshot"
+end
+
+local function shell_quote(s)
+    return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+--- The tokenizer that belongs to a model: $CLIPL_VOCAB, else the vocabulary in the model's folder
+-- (beside its weights file), else the one in the cache folder (see clip.tokenizer_for). Raises
+-- when its vocabulary is larger than the model's token table.
+function M.tokenizer_of(model)
+    if model._tokenizer then
+        return model._tokenizer
+    end
+    local tokenizer = require "clipl.tokenizer"
+    local dir
+    if type(model.source) == "string" then
+        local f = io.open(model.source .. "/.", "rb")
+        if f then
+            f:close()
+            dir = model.source
+        else
+            dir = model.source:match("^(.*)/[^/]*$") or "."
+        end
+    end
+    local ok, tok = pcall(tokenizer.tokenizer_for, dir)
+    if not ok then
+        error(tok, 2)
+    end
+    if model.vocab_size and tok.vocab_size > model.vocab_size then
+        error(string.format("tokenize: the tokenizer has %d tokens but the model (%s) only %d: " ..
+            "token ids would be out of range (set CLIPL_VOCAB to the model's vocabulary)",
+            tok.vocab_size, tostring(model.source or "built"), model.vocab_size), 2)
+    end
+    model._tokenizer = tok
+    return tok
+end
+
+--- model:tokenize(texts, opts): texts (a string or an array) -> N x context_length token ids
+-- with the model's own tokenizer (M.tokenizer_of); opts as clip.tokenize ({truncate = true}).
+function M.tokenize(model, texts, opts)
+    local tok = M.tokenizer_of(model)
+    opts = opts or {}
+    if opts.context_length == nil and model.context_length then
+        opts = {truncate = opts.truncate, context_length = model.context_length}
+    end
+    return tok:tokenize(texts, opts)
 end
 
 local Classifier = {}
 Classifier.__index = Classifier
 
---- Builds a classifier.
--- model: a loaded CLIP model; classnames: array of strings; templates: see M.templates.
--- opts.batch (prompts encoded per call, default 256), opts.cache (default true: reuse a classifier
--- built before for the same weights and prompts, stored under the cache folder), opts.tokenize
--- (a function texts -> N x 77 tensor; default clip.tokenize or the model's tokenizer),
--- opts.progress (function(done, total) called after each batch).
+--- Builds a zero-shot classifier from class names and prompt templates, as OpenAI's ImageNet
+-- notebook does: each template is filled with each class name, the prompts are encoded and
+-- L2-normalised, each class's embeddings are averaged and the average normalised again.
+-- model: a loaded CLIP model; classnames: array of strings; templates: an array of strings with
+-- `{}` for the class name, a file of templates (one per line) or a shipped set name ("simple",
+-- "ensemble"; default "simple"). opts.batch: prompts encoded per call (256; whole classes per
+-- call, so 1000 classes x 80 templates never holds more than one chunk of prompt embeddings);
+-- opts.cache (default true): reuse a classifier built before for the same weights and prompts,
+-- kept under clip.zeroshot.cache_dir() or opts.cache_dir; opts.tokenize: a function texts ->
+-- tokens (default: the model's own tokenizer); opts.progress: function(done, total) after each
+-- chunk. Returns a Classifier: clf.weights (classes x D, rows of unit length), clf.scale
+-- (exp(logit_scale)), clf.cached (true when it came from the cache), clf:classify(images),
+-- clf:topk(images, k), clf:logits(images).
+--
+--   local model = clip.load("ViT-B/32")
+--   local clf = clip.zeroshot.classifier(model, {"cat", "dog"}, "ensemble")
+--   local probs = clf:classify(clip.preprocess_batch({"a.jpg", "b.jpg"}, 224))
 function M.classifier(model, classnames, templates, opts)
     opts = opts or {}
+    if type(model) ~= "table" or type(model.encode_text) ~= "function" then
+        error("classifier: expected a model from clip.load as the first argument, got " ..
+            type(model), 2)
+    end
     if type(classnames) ~= "table" or #classnames == 0 then
         error("classifier: expected a non-empty array of class names", 2)
     end
-    templates = M.templates(templates)
-    local clip = require "clipl"
-    local tokenize = opts.tokenize or (model.tokenize and function(texts)
-        return model:tokenize(texts, {truncate = true})
-    end) or function(texts)
-        return clip.tokenize(texts, {truncate = true})
+    for i, c in ipairs(classnames) do
+        if type(c) ~= "string" or c == "" then
+            error("classifier: class name " .. i .. " is not a non-empty string", 2)
+        end
     end
-    local weights
-    local path
+    local ok, tpl = pcall(M.templates, templates)
+    if not ok then
+        error(tpl, 2)
+    end
+    templates = tpl
+    local clip = require "clipl"
+    local tokenize = opts.tokenize or function(texts)
+        return M.tokenize(model, texts, {truncate = true})
+    end
+    local weights, path, cached
+    local dir = opts.cache_dir or M.cache_dir()
     if opts.cache ~= false and model.named_parameters then
-        path = cache_dir() .. "/" .. cache_key(model, classnames, templates) .. ".safetensors"
-        local ok, t = pcall(clip.load_safetensors, path)
-        if ok and type(t) == "table" and t.weights and t.weights:size(1) == #classnames then
-            weights = t.weights:clone()
+        path = dir .. "/" .. cache_key(model, classnames, templates) .. ".safetensors"
+        local f = io.open(path, "rb")
+        if f then
+            f:close()
+            local ok2, t = pcall(clip.load_safetensors, path)
+            local w = ok2 and type(t) == "table" and t.weights
+            if w and w:dim() == 2 and w:size(1) == #classnames and
+                (not model._cfg or w:size(2) == model._cfg.embed_dim) then
+                weights = w:float():clone()
+                cached = true
+            end
         end
     end
     if not weights then
@@ -204,7 +285,8 @@ function M.classifier(model, classnames, templates, opts)
             end
         end
         if path then
-            os.execute('mkdir -p "' .. cache_dir() .. '"')
+            os.execute("mkdir -p " .. shell_quote(dir))
+            -- best effort: a cache that cannot be written only costs time (the save is atomic)
             pcall(clip.save_safetensors, path, {weights = weights},
                 {classes = tostring(#classnames), templates = tostring(#templates)})
         end
@@ -215,13 +297,24 @@ function M.classifier(model, classnames, templates, opts)
         templates = templates,
         weights = weights, -- classes x D, rows L2-normalised
         scale = logit_scale(model),
+        cached = cached or false,
+        cache_path = path,
     }, Classifier)
 end
 
---- Logits (scale x cosine similarity) of images (N x 3 x R x R) or image features (N x D).
-function Classifier:logits(images, opts)
+--- Logits (scale x cosine similarity) of images (N x 3 x R x R, or one 3 x R x R image) or of
+-- image features (N x D, e.g. from model:encode_image): N x classes.
+function Classifier:logits(images)
+    if not tensor.is_tensor(images) then
+        error("classify: expected images (N x 3 x R x R) or image features (N x D), got " ..
+            type(images), 3)
+    end
     local feats
     if images:dim() == 2 then
+        if images:size(2) ~= self.weights:size(2) then
+            error(string.format("classify: features are %dx%d but the classifier's embeddings " ..
+                "have %d dims", images:size(1), images:size(2), self.weights:size(2)), 3)
+        end
         feats = images
     else
         feats = self.model:encode_image(images)
@@ -230,16 +323,21 @@ function Classifier:logits(images, opts)
     return feats:matmul(self.weights:t()) * self.scale
 end
 
---- Probabilities over the classes, N x classes (softmax of the logits, as model(image, text)).
+--- Probabilities over the classes, N x classes: the softmax of the logit scale times the cosine
+-- similarities, as model(image, text) gives. images: N x 3 x R x R, or N x D image features.
+--
+--   local probs = clf:classify(images)        -- each row sums to 1
 function Classifier:classify(images)
     return self:logits(images):softmax(-1)
 end
 
---- The k most likely classes of each image: an array (one per image) of arrays of
--- {label = name, prob = p, index = class index}, most likely first.
+--- The k most likely classes of each image (all classes when k is nil): an array (one per image)
+-- of arrays of {label = name, prob = p, index = class index}, most likely first.
+--
+--   for _, hit in ipairs(clf:topk(images, 3)[1]) do print(hit.label, hit.prob) end
 function Classifier:topk(images, k)
     local probs = self:classify(images)
-    k = math.min(k or 5, #self.classnames)
+    k = math.min(k or #self.classnames, #self.classnames)
     local values, indices = probs:topk(k, -1)
     local out = {}
     for i = 1, probs:size(1) do
@@ -255,4 +353,146 @@ end
 
 M.Classifier = Classifier
 
-return {zeroshot = M}
+-- models.lua has no model:tokenize (yet): give every model the one above.
+do
+    local ok, models = pcall(require, "clipl.models")
+    local Model = ok and type(models) == "table" and models.models and models.models.Model
+    if Model and Model.tokenize == nil then
+        Model.tokenize = M.tokenize
+    end
+end
+
+-- ---- contact sheets (engine/image/sheet.c) ------------------------------------------------------
+
+local ffi = require "ffi"
+local C = lib.C
+
+--- Draws a contact sheet with libvips: a grid of thumbnails, each with its file name and its top
+-- labels as bars with the probability in percent. results: an array of {image = path, top =
+-- {{label =, prob =}, ...}} (what `clipl zeroshot --format json` prints); opts.columns (4),
+-- opts.thumb (thumbnail box in pixels, 160), opts.labels (bars per image, 5). The format follows
+-- out's extension (.png, .jpg, .webp). Images that cannot be read are skipped and returned as a
+-- list of {path =, message =}.
+--
+--   clip.zeroshot.contact_sheet("sheet.png", {{image = "cat.jpg", top = {{label = "cat",
+--       prob = 0.9}, {label = "dog", prob = 0.1}}}})
+function M.contact_sheet(out, results, opts)
+    opts = opts or {}
+    if type(out) ~= "string" then
+        error("contact_sheet: expected an output path, got " .. type(out), 2)
+    end
+    if type(results) ~= "table" then
+        error("contact_sheet: expected an array of {image =, top =} results, got " ..
+            type(results), 2)
+    end
+    local s = C.clipl_sheet_new(opts.columns or 4, opts.thumb or 160)
+    if s == nil then
+        lib.check_ptr(s, 2)
+    end
+    s = ffi.gc(s, C.clipl_sheet_free)
+    local nl = opts.labels or 5
+    local bad = {}
+    for i, r in ipairs(results) do
+        if type(r) ~= "table" or type(r.image) ~= "string" then
+            error("contact_sheet: result " .. i .. " has no image path", 2)
+        end
+        local top = r.top or {}
+        local n = math.min(nl, #top)
+        local labels = ffi.new("const char *[?]", n + 1)
+        local values = ffi.new("double[?]", n + 1)
+        local keep = {}
+        for j = 1, n do
+            keep[j] = tostring(top[j].label)
+            labels[j - 1] = keep[j]
+            values[j - 1] = tonumber(top[j].prob) or 0
+        end
+        local caption = r.image:match("([^/]*)$")
+        if C.clipl_sheet_add(s, r.image, caption, n, labels, values) ~= 0 then
+            local msg = ffi.string(C.clipl_errmsg())
+            C.clipl_errclear()
+            bad[#bad + 1] = {path = r.image, message = msg}
+        end
+    end
+    if C.clipl_sheet_count(s) == 0 then
+        error("contact_sheet: none of the " .. #results .. " images could be drawn" ..
+            (bad[1] and (" (" .. bad[1].message .. ")") or ""), 2)
+    end
+    lib.check(C.clipl_sheet_save(s, out), 2)
+    C.clipl_sheet_free(ffi.gc(s, nil))
+    return bad
+end
+
+-- ---- decoding on a background thread (engine/image/async.c) -------------------------------------
+
+local Job = {}
+Job.__index = Job
+
+--- Starts decoding and preprocessing image files on a background thread (clip.preprocess_batch
+-- with the same arguments) and returns a job at once: job:wait() returns what preprocess_batch
+-- would (the N x 3 x n_px x n_px batch and the list of bad items); job:done() says whether wait
+-- would block. Lets a script encode one batch while the next is decoded.
+--
+--   local job = clip.preprocess_batch_start(paths, 224, {skip_bad = true})
+--   -- ... encode the previous batch ...
+--   local images, bad = job:wait()
+function M.preprocess_batch_start(paths, n_px, opts)
+    opts = opts or {}
+    n_px = n_px or 224
+    if type(paths) ~= "table" then
+        error("preprocess_batch_start: expected a list of paths, got " .. type(paths), 2)
+    end
+    local n = #paths
+    local arr = ffi.new("const char *[?]", n + 1)
+    for i = 1, n do
+        if type(paths[i]) ~= "string" then
+            error("preprocess_batch_start: path " .. i .. " is a " .. type(paths[i]) ..
+                ", not a string", 2)
+        end
+        arr[i - 1] = paths[i]
+    end
+    local flags = (opts.autorotate and 1 or 0) + (opts.skip_bad and 2 or 0)
+    local j = C.clipl_batch_job_start(n, arr, n_px, flags, opts.threads or 0)
+    if j == nil then
+        lib.check_ptr(j, 2)
+    end
+    local paths_copy = {}
+    for i = 1, n do
+        paths_copy[i] = paths[i]
+    end
+    return setmetatable({h = ffi.gc(j, C.clipl_batch_job_free), paths = paths_copy}, Job)
+end
+
+--- true when the job has finished (wait returns at once).
+function Job:done()
+    return self.h == nil or C.clipl_batch_job_done(self.h) == 1
+end
+
+--- Waits for the job: the batch tensor and the list of bad items ({index =, path =, message =}),
+-- as clip.preprocess_batch returns them. Raises as preprocess_batch would.
+function Job:wait()
+    if self.h == nil then
+        error("preprocess_batch_start: wait called twice", 2)
+    end
+    local n = #self.paths
+    local status = ffi.new("int[?]", n + 1)
+    local out = ffi.new("clipl_tensor *[1]")
+    local rc = C.clipl_batch_job_wait(self.h, out, status)
+    if rc ~= 0 then
+        C.clipl_batch_job_free(ffi.gc(self.h, nil))
+        self.h = nil
+        lib.check(rc, 2)
+    end
+    local t = lib.adopt(out[0])
+    local bad = {}
+    for i = 1, n do
+        if status[i - 1] ~= 0 then
+            bad[#bad + 1] = {index = i, path = self.paths[i],
+                message = ffi.string(C.clipl_batch_job_message(self.h, i - 1))}
+        end
+    end
+    C.clipl_batch_job_free(ffi.gc(self.h, nil))
+    self.h = nil
+    return t, bad
+end
+
+return {zeroshot = M, preprocess_batch_start = M.preprocess_batch_start}
