@@ -14,11 +14,11 @@
 
 struct clipl_storage {
     _Atomic int32_t refcount;
-    int readonly;    /* 1 for a file mapping */
-    void *data;      /* first byte */
-    size_t nbytes;   /* usable bytes */
-    void *map_base;  /* page-aligned mapping start (file mappings) */
-    size_t map_len;  /* mapping length */
+    int readonly;   /* 1 for a file mapping */
+    void *data;     /* first byte */
+    size_t nbytes;  /* usable bytes */
+    void *map_base; /* page-aligned mapping start (file mappings) */
+    size_t map_len; /* mapping length */
 };
 
 static _Atomic int64_t mapped_bytes;
@@ -61,8 +61,7 @@ clipl_storage *clipl_storage_map_file(const char *path, int64_t offset, size_t n
         nbytes > (uint64_t)st.st_size - (uint64_t)offset) {
         clipl__err(CLIPL_EFORMAT,
                    "%s: truncated: bytes [%lld, %lld) needed but the file has %lld bytes", path,
-                   (long long)offset, (long long)offset + (long long)nbytes,
-                   (long long)st.st_size);
+                   (long long)offset, (long long)offset + (long long)nbytes, (long long)st.st_size);
         goto fail;
     }
     s = calloc(1, sizeof *s);

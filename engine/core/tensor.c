@@ -292,8 +292,7 @@ clipl_tensor *clipl_tensor_new_view(clipl_storage *storage, int dtype, int ndim,
         }
         int64_t es = clipl_dtype_size(dtype);
         if ((uint64_t)(hi + 1) * (uint64_t)es > clipl_storage_nbytes(storage)) {
-            clipl__err(CLIPL_ESHAPE,
-                       "new_view: view needs %lld bytes but the storage has %zu",
+            clipl__err(CLIPL_ESHAPE, "new_view: view needs %lld bytes but the storage has %zu",
                        (long long)((hi + 1) * es), clipl_storage_nbytes(storage));
             return NULL;
         }
@@ -384,8 +383,9 @@ int clipl_tensor_select(const clipl_tensor *t, clipl_tensor **dst, int dim, int6
         return clipl__err(CLIPL_EINDEX, "select: dim %d out of range for a %d-d tensor", dim,
                           t->ndim);
     if (index < 0 || index >= t->shape[d])
-        return clipl__err(CLIPL_EINDEX, "select: index %lld out of range for dim %d of size %lld "
-                                        "(tensor %s)",
+        return clipl__err(CLIPL_EINDEX,
+                          "select: index %lld out of range for dim %d of size %lld "
+                          "(tensor %s)",
                           (long long)index, d, (long long)t->shape[d],
                           clipl__tshape(b, sizeof b, t));
     int64_t shape[CLIPL_MAX_DIMS], stride[CLIPL_MAX_DIMS];
@@ -404,8 +404,8 @@ int clipl_tensor_transpose(const clipl_tensor *t, clipl_tensor **dst, int d0, in
 {
     int a = clipl__wrap_dim(d0, t->ndim), b = clipl__wrap_dim(d1, t->ndim);
     if (a < 0 || b < 0 || t->ndim == 0)
-        return clipl__err(CLIPL_EINDEX, "transpose: dims %d, %d out of range for a %d-d tensor",
-                          d0, d1, t->ndim);
+        return clipl__err(CLIPL_EINDEX, "transpose: dims %d, %d out of range for a %d-d tensor", d0,
+                          d1, t->ndim);
     int64_t shape[CLIPL_MAX_DIMS], stride[CLIPL_MAX_DIMS];
     memcpy(shape, t->shape, sizeof shape);
     memcpy(stride, t->strides, sizeof stride);
@@ -463,8 +463,9 @@ static int infer_shape(const char *op, const clipl_tensor *t, int ndim, const in
         known *= out[infer];
     }
     if (known != numel)
-        return clipl__err(CLIPL_ESHAPE, "%s: shape %s is invalid for a tensor of size %s (%lld "
-                                        "elements)",
+        return clipl__err(CLIPL_ESHAPE,
+                          "%s: shape %s is invalid for a tensor of size %s (%lld "
+                          "elements)",
                           op, clipl__shape_str(b1, sizeof b1, ndim, out),
                           clipl__tshape(b2, sizeof b2, t), (long long)numel);
     return CLIPL_OK;
@@ -483,9 +484,8 @@ static bool view_strides(const clipl_tensor *t, int ndim, const int64_t *shape, 
     int64_t tensor_numel = 1, view_numel = 1;
     for (int tensor_d = t->ndim - 1; tensor_d >= 0; tensor_d--) {
         tensor_numel *= t->shape[tensor_d];
-        if (tensor_d == 0 ||
-            (t->shape[tensor_d - 1] != 1 &&
-             t->strides[tensor_d - 1] != tensor_numel * chunk_base_stride)) {
+        if (tensor_d == 0 || (t->shape[tensor_d - 1] != 1 &&
+                              t->strides[tensor_d - 1] != tensor_numel * chunk_base_stride)) {
             while (view_d >= 0 && (view_numel < tensor_numel || shape[view_d] == 1)) {
                 stride[view_d] = view_numel * chunk_base_stride;
                 view_numel *= shape[view_d];
@@ -514,12 +514,12 @@ int clipl_tensor_view(const clipl_tensor *t, clipl_tensor **dst, int ndim, const
         return clipl__err(CLIPL_ESHAPE,
                           "view: a %s tensor with strides that do not allow a view cannot be "
                           "viewed as %s; use reshape (copies) or contiguous() first",
-                          clipl__tshape(b1, sizeof b1, t), clipl__shape_str(b2, sizeof b2, ndim, s));
+                          clipl__tshape(b1, sizeof b1, t),
+                          clipl__shape_str(b2, sizeof b2, ndim, s));
     return derive(t, dst, ndim, s, st, t->offset);
 }
 
-int clipl_tensor_reshape(const clipl_tensor *t, clipl_tensor **dst, int ndim,
-                         const int64_t *shape)
+int clipl_tensor_reshape(const clipl_tensor *t, clipl_tensor **dst, int ndim, const int64_t *shape)
 {
     int64_t s[CLIPL_MAX_DIMS], st[CLIPL_MAX_DIMS];
     int rc = infer_shape("reshape", t, ndim, shape, s);
@@ -540,8 +540,8 @@ int clipl_tensor_expand(const clipl_tensor *t, clipl_tensor **dst, int ndim, con
 {
     char b1[128], b2[128];
     if (ndim < t->ndim || ndim > CLIPL_MAX_DIMS)
-        return clipl__err(CLIPL_ESHAPE, "expand: cannot expand a %d-d tensor to %d dims",
-                          t->ndim, ndim);
+        return clipl__err(CLIPL_ESHAPE, "expand: cannot expand a %d-d tensor to %d dims", t->ndim,
+                          ndim);
     int64_t s[CLIPL_MAX_DIMS], st[CLIPL_MAX_DIMS];
     int lead = ndim - t->ndim;
     for (int i = 0; i < ndim; i++) {
@@ -595,8 +595,8 @@ int clipl_tensor_squeeze(const clipl_tensor *t, clipl_tensor **dst, int dim)
     if (dim != CLIPL_ALL_DIMS) {
         d = clipl__wrap_dim(dim, t->ndim);
         if (d < 0 || t->ndim == 0)
-            return clipl__err(CLIPL_EINDEX, "squeeze: dim %d out of range for a %d-d tensor",
-                              dim, t->ndim);
+            return clipl__err(CLIPL_EINDEX, "squeeze: dim %d out of range for a %d-d tensor", dim,
+                              t->ndim);
         if (t->shape[d] != 1)
             return clipl__err(CLIPL_ESHAPE, "squeeze: dim %d has size %lld, not 1", d,
                               (long long)t->shape[d]);
@@ -727,14 +727,13 @@ int clipl_tensor_copy_(clipl_tensor *dst, const clipl_tensor *src)
                 pd += idx * it.bstride[0][i];
                 ps += idx * it.bstride[1][i];
             }
-            copy_row(pd, it.inner_stride[0], dst->dt, ps, it.inner_stride[1], src->dt,
-                     inner);
+            copy_row(pd, it.inner_stride[0], dst->dt, ps, it.inner_stride[1], src->dt, inner);
         }
         return CLIPL_OK;
     }
     do {
-        copy_row(it.ptr[0], it.inner_stride[0], dst->dt, it.ptr[1], it.inner_stride[1],
-                 src->dt, it.inner);
+        copy_row(it.ptr[0], it.inner_stride[0], dst->dt, it.ptr[1], it.inner_stride[1], src->dt,
+                 it.inner);
     } while (clipl__iter_next_outer(&it));
     return CLIPL_OK;
 mismatch:

@@ -7,8 +7,7 @@
 int check_failures;
 int check_count;
 
-void check_err_(int rc, int code, const char *needle, const char *file, int line,
-                const char *what)
+void check_err_(int rc, int code, const char *needle, const char *file, int line, const char *what)
 {
     check_count++;
     if (rc != code) {

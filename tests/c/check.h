@@ -33,18 +33,17 @@ extern int check_count;
     } while (0)
 
 /* Checks that a call failed with the given code and that the message contains `needle`. */
-#define CHECK_ERR(call, code, needle) check_err_((call), (code), (needle), __FILE__, __LINE__, #call)
+#define CHECK_ERR(call, code, needle)                                                              \
+    check_err_((call), (code), (needle), __FILE__, __LINE__, #call)
 
-void check_err_(int rc, int code, const char *needle, const char *file, int line,
-                const char *what);
+void check_err_(int rc, int code, const char *needle, const char *file, int line, const char *what);
 /* Max |a - b| / max(max |b|, tiny) over two float tensors of the same shape (any dtype, any
  * strides). */
 double check_rel_err(const clipl_tensor *a, const clipl_tensor *b);
 /* Max |a - b|. */
 double check_max_abs(const clipl_tensor *a, const clipl_tensor *b);
 /* Checks rel error <= tol and prints the measured error with the label. */
-#define CHECK_CLOSE(a, b, tol, label)                                                              \
-    check_close_((a), (b), (tol), (label), __FILE__, __LINE__)
+#define CHECK_CLOSE(a, b, tol, label) check_close_((a), (b), (tol), (label), __FILE__, __LINE__)
 void check_close_(const clipl_tensor *a, const clipl_tensor *b, double tol, const char *label,
                   const char *file, int line);
 /* Prints the summary and returns the process exit code. */

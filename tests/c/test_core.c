@@ -115,8 +115,8 @@ static void test_views(void)
     clipl_tensor_release(v);
 
     clipl_tensor *row = NULL;
-    CHECK_OK(clipl_tensor_select(t, &row, 0, 1));        /* [3,4] */
-    CHECK_OK(clipl_tensor_narrow(row, &v, 0, 0, 1));     /* [1,4] */
+    CHECK_OK(clipl_tensor_select(t, &row, 0, 1));    /* [3,4] */
+    CHECK_OK(clipl_tensor_narrow(row, &v, 0, 0, 1)); /* [1,4] */
     CHECK_OK(clipl_tensor_expand(v, &w, 3, (int64_t[]){5, 3, -1}));
     CHECK(w->shape[0] == 5 && w->strides[0] == 0 && w->strides[1] == 0 && at(w, 13) == 13);
     clipl_tensor_release(w);
@@ -186,7 +186,7 @@ static void test_half_formats(void)
     CHECK(clipl__f16_to_f32(0x3c00) == 1.0f);
     CHECK(clipl__f16_to_f32(0x0001) == ldexpf(1, -24));
     CHECK(clipl__f16_to_f32(0x7bff) == 65504.0f);
-    CHECK(clipl__f32_to_f16(65520.0f) == 0x7c00);     /* rounds to infinity */
+    CHECK(clipl__f32_to_f16(65520.0f) == 0x7c00); /* rounds to infinity */
     CHECK(clipl__f32_to_f16(65519.0f) == 0x7bff);
     /* ties to even: 1 + 2^-11 is halfway between 1 and 1 + 2^-10 -> 1 */
     CHECK(clipl__f32_to_f16(1.0f + ldexpf(1, -11)) == 0x3c00);
@@ -266,7 +266,8 @@ static void test_storage_and_mapping(void)
     CHECK(s && clipl_storage_readonly(s));
     CHECK(clipl_live_bytes() == before); /* mappings are not counted as live heap bytes */
     CHECK(clipl_mapped_bytes() > 0);
-    clipl_tensor *t = clipl_tensor_new_view(s, CLIPL_F32, 2, (int64_t[]){4, 4}, (int64_t[]){4, 1}, 0);
+    clipl_tensor *t =
+        clipl_tensor_new_view(s, CLIPL_F32, 2, (int64_t[]){4, 4}, (int64_t[]){4, 1}, 0);
     CHECK(t && (t->flags & CLIPL_TF_READONLY) && at(t, 15) == 7.5);
     CHECK_ERR(clipl_tensor_fill_(t, 0), CLIPL_EINVAL, "read-only");
     CHECK(clipl_tensor_new_view(s, CLIPL_F32, 1, (int64_t[]){17}, (int64_t[]){1}, 0) == NULL);
