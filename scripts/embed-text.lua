@@ -20,8 +20,18 @@ local args = cli.parser {
     positional = {{"files", nargs = "+", help = "text files, one caption per line"}},
 }:parse(arg)
 
-local model = clip.load(args.model)
-local index = clip.index.open(args.out, {dtype = args.dtype, kind = "text"})
+local model_name, why = require("clipl.files").model(args.model, "embed-text")
+if not model_name then
+    cli.die("embed-text", why)
+end
+local ok_load, model = pcall(clip.load, model_name)
+if not ok_load then
+    cli.die("embed-text", model)
+end
+local ok_open, index = pcall(clip.index.open, args.out, {dtype = args.dtype, kind = "text"})
+if not ok_open then
+    cli.die("embed-text", index)
+end
 local texts = {}
 for _, f in ipairs(args.files) do
     for _, line in ipairs(require("clipl.files").lines(f)) do

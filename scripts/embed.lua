@@ -28,9 +28,19 @@ local args = cli.parser {
     positional = {{"inputs", nargs = "+", help = "image files or folders"}},
 }:parse(arg)
 
-local model = clip.load(args.model, {dtype = args.compute})
+local model_name, why = require("clipl.files").model(args.model, "embed")
+if not model_name then
+    cli.die("embed", why)
+end
+local ok_load, model = pcall(clip.load, model_name, {dtype = args.compute})
+if not ok_load then
+    cli.die("embed", model)
+end
 local resolution = model:info().image_resolution
-local index = clip.index.open(args.out, {dtype = args.dtype, kind = "image"})
+local ok_open, index = pcall(clip.index.open, args.out, {dtype = args.dtype, kind = "image"})
+if not ok_open then
+    cli.die("embed", index)
+end
 
 local todo = {}
 for _, f in ipairs(files_of(args.inputs)) do
@@ -54,10 +64,11 @@ local function chunk_at(b0)
     return chunk
 end
 
+local pending
 local ok, err = pcall(function()
     local b0 = 1
     -- decode the next batch on worker threads while the encoder runs this one (when available)
-    local pending = async and #todo > 0 and async(chunk_at(1), resolution, {skip_bad = true})
+    pending = async and #todo > 0 and async(chunk_at(1), resolution, {skip_bad = true})
     while b0 <= #todo do
         local chunk = chunk_at(b0)
         local images, failed
@@ -97,6 +108,9 @@ local ok, err = pcall(function()
     end
 end)
 bar:finish()
+pending = nil
+-- after Ctrl-C the interrupt request is still set: clear it so that the save below runs
+clip.lib.C.clipl_interrupt(0)
 index:save()
 io.stderr:write(string.format("%s: %d embeddings\n", args.out, index:size()))
 if #bad > 0 then

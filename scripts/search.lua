@@ -24,15 +24,21 @@ local args = cli.parser {
     positional = {{"query", nargs = "?", help = "a text query"}},
 }:parse(arg)
 
-local index = clip.index.open(args.index)
-if index:size() == 0 then
+if not io.open(args.index, "rb") then
     cli.die("search", args.index .. ": no such index (make one with `clipl embed`)")
+end
+local ok_open, index = pcall(clip.index.open, args.index)
+if not ok_open then
+    cli.die("search", index)
+end
+if index:size() == 0 then
+    cli.die("search", args.index .. ": the index is empty")
 end
 
 if args.dedup then
     local pairs_ = index:duplicates(args.dedup)
     if args.format == "json" then
-        io.write(cjson.encode(pairs_), "\n")
+        io.write(#pairs_ > 0 and cjson.encode(pairs_):gsub("\\/", "/") or "[]", "\n")
     else
         for _, p in ipairs(pairs_) do
             print(string.format("%.4f  %s  %s", p.score, p.a, p.b))
@@ -46,13 +52,27 @@ if not args.query and not args.image then
     cli.die("search", "give a text query or --image FILE")
 end
 
-local model = clip.load(args.model)
-local query
-if args.image then
-    local img = clip.preprocess(clip.image.load(args.image), model:info().image_resolution)
-    query = model:encode_image(img:unsqueeze(1))
-else
-    query = model:encode_text(model:tokenize({args.query}, {truncate = true}))
+local model_name, why = require("clipl.files").model(args.model, "search")
+if not model_name then
+    cli.die("search", why)
+end
+local ok_load, model = pcall(clip.load, model_name)
+if not ok_load then
+    cli.die("search", model)
+end
+local ok_q, query = pcall(function()
+    if args.image then
+        local img = clip.preprocess(clip.image.load(args.image), model:info().image_resolution)
+        return model:encode_image(img:unsqueeze(1))
+    end
+    return model:encode_text(model:tokenize({args.query}, {truncate = true}))
+end)
+if not ok_q then
+    cli.die("search", query)
+end
+if query:size(2) ~= index:embeddings():size(2) then
+    cli.die("search", string.format("the model's embeddings have %d dims but the index's %d: " ..
+        "search with the model that made the index", query:size(2), index:embeddings():size(2)))
 end
 
 local hits = index:search(query, args.top)
@@ -61,7 +81,7 @@ if args.format == "json" then
     for i, h in ipairs(hits) do
         out[i] = {path = h.path, score = h.score}
     end
-    io.write(cjson.encode(out), "\n")
+    io.write(#out > 0 and cjson.encode(out):gsub("\\/", "/") or "[]", "\n")
 else
     for _, h in ipairs(hits) do
         print(string.format("%.4f  %s", h.score, h.path))

@@ -57,15 +57,13 @@ end
 
 local labels = read_labels()
 local inputs = args.inputs
-local model_name = args.model
-if #inputs == 0 and not model_name then
+local model_of = require("clipl.files").model
+local model_name, why, bundled = model_of(args.model, "zeroshot")
+if not model_name then
+    cli.die("zeroshot", why)
+end
+if #inputs == 0 and bundled then
     -- the demo: the bundled model on its sample images
-    local bundled = clip.bundled_model and clip.bundled_model()
-    if not bundled then
-        cli.die("zeroshot", "no images given and no bundled model yet; try " ..
-            "`clipl zeroshot --model FILE --labels a,b IMAGES...`")
-    end
-    model_name = bundled.path
     inputs = {bundled.samples}
     if #labels == 0 then
         labels = bundled.labels
@@ -78,12 +76,15 @@ if #inputs == 0 then
     cli.die("zeroshot", "no images given")
 end
 
-local model, preprocess = clip.load(model_name, {dtype = args.dtype})
+local ok, model = pcall(clip.load, model_name, {dtype = args.dtype})
+if not ok then
+    cli.die("zeroshot", model)
+end
 local resolution = model:info().image_resolution
 local progress = require "clipl.progress"
 
 local clf_bar
-local clf = clip.zeroshot.classifier(model, labels, args.templates, {
+local clf_ok, clf = pcall(clip.zeroshot.classifier, model, labels, args.templates, {
     cache = not args.no_cache,
     progress = function(done, total)
         clf_bar = clf_bar or progress.new(total, {label = "prompts", unit = "prompt"})
@@ -91,6 +92,9 @@ local clf = clip.zeroshot.classifier(model, labels, args.templates, {
     end,
 })
 if clf_bar then clf_bar:finish() end
+if not clf_ok then
+    cli.die("zeroshot", clf)
+end
 
 local files = collect(inputs)
 local results, bad = {}, {}
@@ -106,7 +110,7 @@ for b0 = 1, #files, args.batch do
         skip[f.index] = true
         bad[#bad + 1] = f
     end
-    local probs = clf:classify(images)
+    local probs = #failed < #chunk and clf:classify(images) or nil
     for i, path in ipairs(chunk) do
         if not skip[i] then
             local row = {}
@@ -127,7 +131,8 @@ end
 if bar then bar:finish() end
 
 if args.format == "json" then
-    io.write(cjson.encode(results), "\n")
+    -- cjson 2.1.0 writes an empty table as {}: an empty result is written as []
+    io.write(#results > 0 and cjson.encode(results):gsub("\\/", "/") or "[]", "\n")
 elseif args.format == "csv" then
     local function q(s)
         s = tostring(s)
@@ -149,8 +154,12 @@ else
     end
 end
 
-if args.sheet then
-    clip.image.contact_sheet(args.sheet, results)
+if args.sheet and #results > 0 then
+    local sheet_ok, err = pcall(clip.zeroshot.contact_sheet, args.sheet, results,
+        {labels = math.min(args.top or 5, 5)})
+    if not sheet_ok then
+        cli.die("zeroshot", err)
+    end
     io.stderr:write("contact sheet: ", args.sheet, "\n")
 end
 
@@ -159,4 +168,7 @@ if #bad > 0 then
     for _, f in ipairs(bad) do
         io.stderr:write("  ", f.path, ": ", f.message, "\n")
     end
+end
+if #results == 0 and #bad > 0 then
+    os.exit(1)
 end

@@ -48,4 +48,20 @@ function M.lines(path)
     return out
 end
 
+--- The model a script should load: name when given, else the bundled model's path. Returns the
+-- name, or nil and a message that says what to do when there is no bundled model.
+function M.model(name, command)
+    if name and name ~= "" then
+        return name
+    end
+    local clip = require "clipl"
+    local ok, bundled = pcall(function() return clip.bundled_model and clip.bundled_model() end)
+    if ok and type(bundled) == "table" and bundled.path then
+        return bundled.path, nil, bundled
+    end
+    return nil, "no --model given and no bundled model in this build yet; pass --model NAME|FILE|FOLDER" ..
+        " (e.g. `clipl " .. (command or "zeroshot") .. " --model ViT-B/32 ...` after " ..
+        "`clipl download ViT-B/32`)"
+end
+
 return M
