@@ -36,6 +36,18 @@ int main(void)
     FIELD(clipl_conv2d_opts, act);
     FIELD(clipl_conv2d_opts, alpha);
     FIELD(clipl_conv2d_opts, beta);
+    FIELD(clipl_draw_item, kind);
+    FIELD(clipl_draw_item, cx);
+    FIELD(clipl_draw_item, radius);
+    FIELD(clipl_draw_item, angle);
+    FIELD(clipl_draw_item, rgb);
+    FIELD(clipl_draw_scene, background);
+    FIELD(clipl_draw_scene, bg_a);
+    FIELD(clipl_draw_scene, bg_b);
+    FIELD(clipl_draw_scene, bg_angle);
+    FIELD(clipl_draw_scene, bg_seed);
+    FIELD(clipl_draw_scene, n_items);
+    FIELD(clipl_draw_scene, items);
     printf("}\n");
     return 0;
 }
