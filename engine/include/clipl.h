@@ -749,7 +749,7 @@ CLIPL_API int clipl_image_width(const clipl_image *img);
 CLIPL_API int clipl_image_height(const clipl_image *img);
 /* Samples per pixel (1, 2, 3 or 4). */
 CLIPL_API int clipl_image_bands(const clipl_image *img);
-/* A clipl_image_mode. */
+/* The mode: a CLIPL_IMAGE_* value. */
 CLIPL_API int clipl_image_mode(const clipl_image *img);
 /* "L", "LA", "RGB", "RGBA", "P", "PA", "CMYK", "I", "1"; "?" for an unknown mode. Borrowed
  * (static). */
@@ -842,9 +842,9 @@ typedef enum clipl_shape_kind {
     CLIPL_SHAPE_TRIANGLE = 2, /* equilateral, pointing up at angle 0 */
     CLIPL_SHAPE_STAR = 3,     /* five points, inner radius 0.45 of the outer one */
     CLIPL_SHAPE_HEXAGON = 4,
-    CLIPL_SHAPE_CROSS = 5,   /* plus sign, arms 0.4 x radius wide */
+    CLIPL_SHAPE_CROSS = 5,   /* plus sign, arms 0.5 x radius wide */
     CLIPL_SHAPE_HEART = 6,   /* the classic parametric heart, its box centred on (cx, cy) */
-    CLIPL_SHAPE_DIAMOND = 7, /* rhombus 0.7 x radius wide, full height */
+    CLIPL_SHAPE_DIAMOND = 7, /* rhombus 1.2 x radius wide, 2 x radius tall */
     CLIPL_SHAPE_RING = 8,    /* annulus from 0.55 x radius to radius */
     CLIPL_SHAPE_PENTAGON = 9,
     CLIPL_SHAPE_COUNT = 10
@@ -908,7 +908,7 @@ CLIPL_API int clipl_draw_normalize(const clipl_tensor *src, clipl_tensor **dst);
 /* Saves pixels [H, W, C] u8 (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) with libvips; the format
  * follows the suffix of path: .png (lossless), .jpg / .jpeg, .webp (quality 1..100, 0 = 90). */
 CLIPL_API int clipl_draw_save(const clipl_tensor *pixels, const char *path, int quality);
-/* Saves an image the same way (modes L, LA, RGB, RGBA, P, PA; CMYK and I are refused). */
+/* Saves an image the same way (modes L, LA, RGB, RGBA, P, PA; other modes are refused). */
 CLIPL_API int clipl_image_save(const clipl_image *img, const char *path, int quality);
 
 /* ==== net ===================================================================================== */
