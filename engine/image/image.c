@@ -74,10 +74,7 @@ int clipl_image_set_pixel_limit(int64_t limit)
     return CLIPL_OK;
 }
 
-int64_t clipl_image_get_pixel_limit(void)
-{
-    return atomic_load(&pixel_limit);
-}
+int64_t clipl_image_get_pixel_limit(void) { return atomic_load(&pixel_limit); }
 
 /* ---- the image object --------------------------------------------------------------------- */
 
@@ -97,10 +94,7 @@ int clipl__image_mode_bands(int mode)
     }
 }
 
-int clipl__image_sample_size(int mode)
-{
-    return mode == CLIPL_IMAGE_I ? 4 : 1;
-}
+int clipl__image_sample_size(int mode) { return mode == CLIPL_IMAGE_I ? 4 : 1; }
 
 const char *clipl_image_mode_name(int mode)
 {
@@ -163,9 +157,8 @@ clipl_image *clipl_image_from_pixels(int width, int height, int mode, const void
     if (!img)
         return NULL;
     if (nbytes != img->nbytes) {
-        clipl__err(CLIPL_ESHAPE,
-                   "image_from_pixels: %d x %d %s needs %zu bytes, got %zu", width, height,
-                   clipl_image_mode_name(mode), img->nbytes, nbytes);
+        clipl__err(CLIPL_ESHAPE, "image_from_pixels: %d x %d %s needs %zu bytes, got %zu", width,
+                   height, clipl_image_mode_name(mode), img->nbytes, nbytes);
         clipl_image_free(img);
         return NULL;
     }
@@ -186,8 +179,7 @@ int clipl_image_to_tensor(const clipl_image *img, clipl_tensor **dst)
 /* ---- decoding ----------------------------------------------------------------------------- */
 
 /* Rotating needs random access; plain decoding reads top to bottom once. */
-#define ACCESS(flags)                                                                              \
-    ((flags) & CLIPL_IMAGE_AUTOROTATE ? VIPS_ACCESS_RANDOM : VIPS_ACCESS_SEQUENTIAL)
+#define ACCESS(flags) ((flags)&CLIPL_IMAGE_AUTOROTATE ? VIPS_ACCESS_RANDOM : VIPS_ACCESS_SEQUENTIAL)
 
 /* Decodes all pixels of in, top to bottom, in the calling thread (no libvips thread pool: a
  * batch runs one decode per thread), into buf (height lines of VIPS_IMAGE_SIZEOF_LINE bytes).
@@ -292,13 +284,14 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
         return NULL;
     }
     if (fmt != VIPS_FORMAT_UCHAR && fmt != VIPS_FORMAT_USHORT) {
-        clipl__err(CLIPL_EUNSUPPORTED, "image: %s has samples of type %s; only 8- and 16-bit "
-                   "unsigned images are supported", name, vips_enum_nick(VIPS_TYPE_BAND_FORMAT, fmt));
+        clipl__err(CLIPL_EUNSUPPORTED,
+                   "image: %s has samples of type %s; only 8- and 16-bit "
+                   "unsigned images are supported",
+                   name, vips_enum_nick(VIPS_TYPE_BAND_FORMAT, fmt));
         return NULL;
     }
     if (bands < 1 || bands > 5) {
-        clipl__err(CLIPL_EUNSUPPORTED, "image: %s has %d bands; 1 to 5 are supported", name,
-                   bands);
+        clipl__err(CLIPL_EUNSUPPORTED, "image: %s has %d bands; 1 to 5 are supported", name, bands);
         return NULL;
     }
 
@@ -449,8 +442,10 @@ clipl_image *clipl_image_load(const char *path, int flags)
     const char *loader = vips_foreign_find_load(path);
     if (!loader) {
         vips_error_clear();
-        clipl__err(CLIPL_EFORMAT, "image: %s is not an image libvips can read (unknown format, "
-                   "empty or corrupt file)", path);
+        clipl__err(CLIPL_EFORMAT,
+                   "image: %s is not an image libvips can read (unknown format, "
+                   "empty or corrupt file)",
+                   path);
         return NULL;
     }
     /* Pass the loader's options by name: a filename could contain "[options]", so name the
@@ -476,8 +471,10 @@ clipl_image *clipl_image_load_buffer(const void *data, size_t nbytes, int flags)
     const char *loader = vips_foreign_find_load_buffer(data, nbytes);
     if (!loader) {
         vips_error_clear();
-        clipl__err(CLIPL_EFORMAT, "image: <buffer of %zu bytes> is not an image libvips can "
-                   "read (unknown format or corrupt data)", nbytes);
+        clipl__err(CLIPL_EFORMAT,
+                   "image: <buffer of %zu bytes> is not an image libvips can "
+                   "read (unknown format or corrupt data)",
+                   nbytes);
         return NULL;
     }
     VipsBlob *blob = vips_blob_new(NULL, data, nbytes);
@@ -538,8 +535,7 @@ int clipl__image_resize_window(const clipl_image *img, int width, int height, in
                                   height);
         for (int y = 0; rc == CLIPL_OK && y < ch; y++)
             memcpy((uint8_t *)out->pixels + (size_t)y * cw * ps,
-                   (uint8_t *)full->pixels + ((size_t)(y + y0) * width + x0) * ps,
-                   (size_t)cw * ps);
+                   (uint8_t *)full->pixels + ((size_t)(y + y0) * width + x0) * ps, (size_t)cw * ps);
     } else if (img->mode == CLIPL_IMAGE_RGBA || img->mode == CLIPL_IMAGE_LA) {
         /* Pillow resizes RGBA as 'RGBa' and LA as 'La' (premultiplied), then divides back */
         size_t n = (size_t)img->width * img->height;
@@ -566,8 +562,8 @@ int clipl__image_resize_window(const clipl_image *img, int width, int height, in
                     d[i * b + c] = unpremul(d[i * b + c], a);
         }
     } else {
-        rc = clipl__resample_u8(img->pixels, img->width, img->height, b, width, height, x0, y0,
-                                cw, ch, out->pixels);
+        rc = clipl__resample_u8(img->pixels, img->width, img->height, b, width, height, x0, y0, cw,
+                                ch, out->pixels);
     }
 done:
     free(tmp);
@@ -585,8 +581,8 @@ int clipl_image_resize(const clipl_image *img, int width, int height, clipl_imag
     if (!img || !dst)
         return clipl__err(CLIPL_EINVAL, "image_resize: NULL argument");
     if (width <= 0 || height <= 0)
-        return clipl__err(CLIPL_EINVAL, "image_resize: size must be positive, got %d x %d",
-                          width, height);
+        return clipl__err(CLIPL_EINVAL, "image_resize: size must be positive, got %d x %d", width,
+                          height);
     return clipl__image_resize_window(img, width, height, 0, 0, width, height, dst);
 }
 
@@ -605,9 +601,7 @@ void clipl__row_to_rgb(const clipl_image *img, const void *src, size_t n, uint8_
             rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = s[2 * i];
         break;
     case CLIPL_IMAGE_RGB:
-    case CLIPL_IMAGE_P:
-        memcpy(rgb, s, n * 3);
-        break;
+    case CLIPL_IMAGE_P: memcpy(rgb, s, n * 3); break;
     case CLIPL_IMAGE_RGBA:
     case CLIPL_IMAGE_PA:
         for (size_t i = 0; i < n; i++) {
@@ -634,8 +628,7 @@ void clipl__row_to_rgb(const clipl_image *img, const void *src, size_t n, uint8_
         }
         break;
     }
-    default:
-        break;
+    default: break;
     }
 }
 

@@ -125,11 +125,11 @@ typedef struct batch {
     const char *const *paths;
     int n_px;
     int flags;
-    float *out;          /* n x 3 x n_px x n_px */
-    int *status;         /* per item */
-    char **msgs;         /* per item, NULL when fine */
-    atomic_int next;     /* next item to take */
-    atomic_int stop;     /* set on the first failure without SKIP_BAD, or on interrupt */
+    float *out;      /* n x 3 x n_px x n_px */
+    int *status;     /* per item */
+    char **msgs;     /* per item, NULL when fine */
+    atomic_int next; /* next item to take */
+    atomic_int stop; /* set on the first failure without SKIP_BAD, or on interrupt */
 } batch;
 
 static void item_run(batch *b, int i)

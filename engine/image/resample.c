@@ -10,8 +10,8 @@
  *     image, weight of tap x = bicubic((x + xmin - center + 0.5) / filterscale), normalised so the
  *     taps of a pixel sum to 1.
  *   - 8-bit images: weights become integers with 22 fractional bits (rounded half away from zero);
- *     each pass accumulates in int32 from 1 << 21 (rounding), shifts right by 22 and clips to 0..255,
- *     so the intermediate image is 8-bit.
+ *     each pass accumulates in int32 from 1 << 21 (rounding), shifts right by 22 and clips to
+ * 0..255, so the intermediate image is 8-bit.
  *   - 32-bit integer images ('I'): the same weights in double, each pass rounded half away from
  *     zero to int32, no clipping.
  */
@@ -36,10 +36,10 @@ static double bicubic(double x)
 }
 
 typedef struct coeffs {
-    int ksize;     /* taps stored per output pixel */
-    int *bounds;   /* per output pixel: first source index, tap count */
-    double *kd;    /* ksize weights per output pixel (normalised) */
-    int32_t *ki;   /* the same in fixed point (8-bit path only) */
+    int ksize;   /* taps stored per output pixel */
+    int *bounds; /* per output pixel: first source index, tap count */
+    double *kd;  /* ksize weights per output pixel (normalised) */
+    int32_t *ki; /* the same in fixed point (8-bit path only) */
 } coeffs;
 
 static void coeffs_free(coeffs *c)
@@ -66,8 +66,8 @@ static int coeffs_make(coeffs *c, int in_size, int out_size, int fixed)
         c->ki = malloc((size_t)out_size * ksize * sizeof(int32_t));
     if (!c->bounds || !c->kd || (fixed && !c->ki)) {
         coeffs_free(c);
-        return clipl__err(CLIPL_ENOMEM, "image resize: out of memory for %d x %d weights",
-                          out_size, ksize);
+        return clipl__err(CLIPL_ENOMEM, "image resize: out of memory for %d x %d weights", out_size,
+                          ksize);
     }
     double ss = 1.0 / filterscale;
     for (int xx = 0; xx < out_size; xx++) {
@@ -160,8 +160,8 @@ HORIZONTAL_PASS(horizontal_u8_4, 4)
 #endif
 
 /* Vertical pass: dst row yy = weighted rows of src (row_len samples per row). */
-HOT_CLONES static void vertical_u8(const uint8_t *src, size_t row_len, const coeffs *c, uint8_t *dst, int dh,
-                        int32_t *acc)
+HOT_CLONES static void vertical_u8(const uint8_t *src, size_t row_len, const coeffs *c,
+                                   uint8_t *dst, int dh, int32_t *acc)
 {
     for (int yy = 0; yy < dh; yy++) {
         int ymin = c->bounds[yy * 2], n = c->bounds[yy * 2 + 1];
@@ -248,10 +248,7 @@ done:
     return rc;
 }
 
-static inline int32_t round_up(double f)
-{
-    return (int32_t)(f >= 0.0 ? f + 0.5F : f - 0.5F);
-}
+static inline int32_t round_up(double f) { return (int32_t)(f >= 0.0 ? f + 0.5F : f - 0.5F); }
 
 int clipl__resample_i32(const int32_t *src, int w, int h, int32_t *dst, int dw, int dh)
 {
@@ -317,10 +314,7 @@ done:
     return rc;
 }
 
-static inline int coord(double v)
-{
-    return v < 0.0 ? -1 : (int)v;
-}
+static inline int coord(double v) { return v < 0.0 ? -1 : (int)v; }
 
 void clipl__resize_nearest(const uint8_t *src, int w, int h, int pixel_size, uint8_t *dst, int dw,
                            int dh)
@@ -337,8 +331,7 @@ void clipl__resize_nearest(const uint8_t *src, int w, int h, int pixel_size, uin
             for (int x = 0; x < dw; x++) {
                 int xi = coord(x_o);
                 if (xi >= 0 && xi < w)
-                    memcpy(out + (size_t)x * pixel_size, in + (size_t)xi * pixel_size,
-                           pixel_size);
+                    memcpy(out + (size_t)x * pixel_size, in + (size_t)xi * pixel_size, pixel_size);
                 x_o += sx;
             }
         }

@@ -207,7 +207,8 @@ local function preprocess_batch(paths, n_px, opts)
     local n = #paths
     for i = 1, n do
         if type(paths[i]) ~= "string" then
-            error("preprocess_batch: path " .. i .. " is a " .. type(paths[i]) .. ", not a string", 2)
+            error("preprocess_batch: path " .. i .. " is a " .. type(paths[i]) ..
+                ", not a string", 2)
         end
     end
     local arr = ffi.new("const char *[?]", n + 1)

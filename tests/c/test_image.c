@@ -25,16 +25,14 @@ static const double clip_std[3] = {0.26862954, 0.26130258, 0.27577711};
 /* ---- SHA-256 (FIPS 180-4), to compare decoded pixels with the manifest ---- */
 
 static const uint32_t K256[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
 #define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
@@ -51,8 +49,8 @@ static void sha256_block(uint32_t h[8], const uint8_t *p)
     }
     uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t t1 = hh + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] +
-                      w[i];
+        uint32_t t1 =
+            hh + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
         uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
         hh = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
     }
@@ -319,8 +317,8 @@ static void test_resize_reference(void)
      * fixed-point rounding can flip the intermediate by 1 level and the second pass can carry
      * that flip scaled by its (up to ~1.3 in magnitude) weights: tolerance 2 levels, and at least
      * 99% of values exactly equal. */
-    static const int sizes[][4] = {{37, 23, 10, 7},  {37, 23, 80, 50}, {37, 23, 37, 11},
-                                   {37, 23, 15, 23}, {200, 150, 64, 48}, {64, 64, 224, 224},
+    static const int sizes[][4] = {{37, 23, 10, 7},     {37, 23, 80, 50},   {37, 23, 37, 11},
+                                   {37, 23, 15, 23},    {200, 150, 64, 48}, {64, 64, 224, 224},
                                    {451, 300, 336, 224}};
     static const int modes[] = {CLIPL_IMAGE_L, CLIPL_IMAGE_RGB, CLIPL_IMAGE_CMYK};
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++)
@@ -328,8 +326,7 @@ static void test_resize_reference(void)
             int w = sizes[k][0], h = sizes[k][1], dw = sizes[k][2], dh = sizes[k][3];
             int bands = modes[m] == CLIPL_IMAGE_L ? 1 : modes[m] == CLIPL_IMAGE_RGB ? 3 : 4;
             uint8_t *px = make_pixels(w, h, bands);
-            clipl_image *img =
-                clipl_image_from_pixels(w, h, modes[m], px, (size_t)w * h * bands);
+            clipl_image *img = clipl_image_from_pixels(w, h, modes[m], px, (size_t)w * h * bands);
             clipl_image *out = NULL;
             CHECK(img != NULL);
             CHECK_OK(clipl_image_resize(img, dw, dh, &out));
@@ -513,8 +510,8 @@ static void test_preprocess_geometry(void)
         for (int c = 0; t && rgb && c < 3; c++)
             for (int y = 0; y < n; y++)
                 for (int x = 0; x < n; x++) {
-                    uint8_t v =
-                        ((const uint8_t *)clipl_image_pixels(rgb))[3 * ((y + top) * rw + x + left) + c];
+                    uint8_t v = ((const uint8_t *)clipl_image_pixels(
+                        rgb))[3 * ((y + top) * rw + x + left) + c];
                     float e = ((float)v / 255.0f - mean[c]) / stdv[c];
                     float g = ((const float *)t->ptr)[(c * n + y) * n + x];
                     bad += memcmp(&e, &g, 4) != 0;
@@ -564,8 +561,8 @@ static size_t make_png_header(uint8_t *buf, uint32_t w, uint32_t h)
     buf[n + 16] = 8, buf[n + 17] = 2, buf[n + 18] = 0, buf[n + 19] = 0, buf[n + 20] = 0;
     put32(buf + n + 21, crc32_png(buf + n + 4, 17));
     n += 25;
-    static const uint8_t z[] = {0x78, 0x01, 0x01, 0x05, 0x00, 0xfa, 0xff, 0, 0, 0, 0, 0,
-                                0x00, 0x05, 0x00, 0x01};
+    static const uint8_t z[] = {0x78, 0x01, 0x01, 0x05, 0x00, 0xfa, 0xff, 0,
+                                0,    0,    0,    0,    0x00, 0x05, 0x00, 0x01};
     put32(buf + n, sizeof z);
     memcpy(buf + n + 4, "IDAT", 4);
     memcpy(buf + n + 8, z, sizeof z);
