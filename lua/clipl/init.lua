@@ -25,6 +25,8 @@ local parts = {
     "clipl.zeroshot",
     "clipl.index",
     "clipl.download",
+    "clipl.shapes",
+    "clipl.bpe",
 }
 
 for k, v in pairs(tensor) do
