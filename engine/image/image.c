@@ -516,23 +516,18 @@ int clipl__image_resize_window(const clipl_image *img, int width, int height, in
     int b = img->bands, ps = b * clipl__image_sample_size(img->mode);
     if (!out)
         return clipl_errcode();
-    if (img->mode == CLIPL_IMAGE_P || img->mode == CLIPL_IMAGE_PA || img->mode == CLIPL_IMAGE_1 ||
-        img->mode == CLIPL_IMAGE_I) {
-        /* full resize, then the window: Pillow resizes palette and bilevel images with NEAREST
-         * whatever filter is asked for, and 'I' images in double precision */
+    if (img->mode == CLIPL_IMAGE_P || img->mode == CLIPL_IMAGE_PA || img->mode == CLIPL_IMAGE_1) {
+        /* Pillow resizes palette and bilevel images with NEAREST whatever filter is asked for */
+        rc = clipl__resize_nearest(img->pixels, img->width, img->height, ps, width, height, x0, y0,
+                                   cw, ch, out->pixels);
+    } else if (img->mode == CLIPL_IMAGE_I) {
+        /* 'I' images: the full resize in double precision, then the window */
         full = clipl__image_new(width, height, img->mode);
         if (!full) {
             rc = clipl_errcode();
             goto done;
         }
-        if (width == img->width && height == img->height)
-            memcpy(full->pixels, img->pixels, img->nbytes);
-        else if (img->mode == CLIPL_IMAGE_I)
-            rc = clipl__resample_i32(img->pixels, img->width, img->height, full->pixels, width,
-                                     height);
-        else
-            clipl__resize_nearest(img->pixels, img->width, img->height, ps, full->pixels, width,
-                                  height);
+        rc = clipl__resample_i32(img->pixels, img->width, img->height, full->pixels, width, height);
         for (int y = 0; rc == CLIPL_OK && y < ch; y++)
             memcpy((uint8_t *)out->pixels + (size_t)y * cw * ps,
                    (uint8_t *)full->pixels + ((size_t)(y + y0) * width + x0) * ps, (size_t)cw * ps);

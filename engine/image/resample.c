@@ -316,25 +316,34 @@ done:
 
 static inline int coord(double v) { return v < 0.0 ? -1 : (int)v; }
 
-void clipl__resize_nearest(const uint8_t *src, int w, int h, int pixel_size, uint8_t *dst, int dw,
-                           int dh)
+int clipl__resize_nearest(const uint8_t *src, int w, int h, int pixel_size, int dw, int dh, int x0,
+                          int y0, int cw, int ch, uint8_t *dst)
 {
+    /* source positions accumulate in double from the first pixel centre, as Pillow's affine
+     * scaler does, so the window's positions are found by running the sums up to it */
     double sx = (double)w / dw, sy = (double)h / dh;
     double xo = sx * 0.5, yo = sy * 0.5;
-    memset(dst, 0, (size_t)dw * dh * pixel_size);
-    for (int y = 0; y < dh; y++) {
+    int *xin = malloc((size_t)cw * sizeof(int));
+    memset(dst, 0, (size_t)cw * ch * pixel_size);
+    if (!xin)
+        return clipl__err(CLIPL_ENOMEM, "image resize: out of memory");
+    for (int x = 0; x < x0 + cw; x++) {
+        if (x >= x0)
+            xin[x - x0] = coord(xo);
+        xo += sx;
+    }
+    for (int y = 0; y < y0 + ch; y++) {
         int yi = coord(yo);
-        if (yi >= 0 && yi < h) {
+        if (y >= y0 && yi >= 0 && yi < h) {
             const uint8_t *in = src + (size_t)yi * w * pixel_size;
-            uint8_t *out = dst + (size_t)y * dw * pixel_size;
-            double x_o = xo;
-            for (int x = 0; x < dw; x++) {
-                int xi = coord(x_o);
-                if (xi >= 0 && xi < w)
-                    memcpy(out + (size_t)x * pixel_size, in + (size_t)xi * pixel_size, pixel_size);
-                x_o += sx;
-            }
+            uint8_t *out = dst + (size_t)(y - y0) * cw * pixel_size;
+            for (int x = 0; x < cw; x++)
+                if (xin[x] >= 0 && xin[x] < w)
+                    memcpy(out + (size_t)x * pixel_size, in + (size_t)xin[x] * pixel_size,
+                           pixel_size);
         }
         yo += sy;
     }
+    free(xin);
+    return CLIPL_OK;
 }
