@@ -2,6 +2,7 @@
  * tensor.c - tensor headers, views, copies and dtype conversion.
  */
 #include "internal.h"
+#include "../autograd/autograd.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -180,6 +181,8 @@ void clipl_tensor_release(clipl_tensor *t)
 {
     if (!t || __atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) != 0)
         return;
+    if (t->ag || (t->flags & CLIPL_TF_REQUIRES_GRAD))
+        clipl__ag_free(t);
     clipl_storage_release(t->storage);
     free(t);
 }
@@ -191,6 +194,7 @@ int clipl_tensor_reset(clipl_tensor *t)
     clipl_storage *empty = clipl_storage_new(0);
     if (!empty)
         return 0;
+    clipl__ag_free(t);
     clipl_storage_release(t->storage);
     t->storage = empty;
     t->ptr = clipl_storage_data(empty);
@@ -359,6 +363,8 @@ static int derive(const clipl_tensor *t, clipl_tensor **dst, int ndim, const int
 int clipl_tensor_narrow(const clipl_tensor *t, clipl_tensor **dst, int dim, int64_t start,
                         int64_t length)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_NARROW, t, dst, 3, (int64_t[]){dim, start, length});
     char b[128];
     int d = clipl__wrap_dim(dim, t->ndim);
     if (d < 0 || t->ndim == 0)
@@ -377,6 +383,8 @@ int clipl_tensor_narrow(const clipl_tensor *t, clipl_tensor **dst, int dim, int6
 
 int clipl_tensor_select(const clipl_tensor *t, clipl_tensor **dst, int dim, int64_t index)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_SELECT, t, dst, 2, (int64_t[]){dim, index});
     char b[128];
     int d = clipl__wrap_dim(dim, t->ndim);
     if (d < 0 || t->ndim == 0)
@@ -402,6 +410,8 @@ int clipl_tensor_select(const clipl_tensor *t, clipl_tensor **dst, int dim, int6
 
 int clipl_tensor_transpose(const clipl_tensor *t, clipl_tensor **dst, int d0, int d1)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_TRANSPOSE, t, dst, 2, (int64_t[]){d0, d1});
     int a = clipl__wrap_dim(d0, t->ndim), b = clipl__wrap_dim(d1, t->ndim);
     if (a < 0 || b < 0 || t->ndim == 0)
         return clipl__err(CLIPL_EINDEX, "transpose: dims %d, %d out of range for a %d-d tensor", d0,
@@ -418,6 +428,12 @@ int clipl_tensor_transpose(const clipl_tensor *t, clipl_tensor **dst, int d0, in
 
 int clipl_tensor_permute(const clipl_tensor *t, clipl_tensor **dst, int n, const int *perm)
 {
+    if (CLIPL__AG_ON1(t) && n == t->ndim) {
+        int64_t p[CLIPL_MAX_DIMS];
+        for (int i = 0; i < n; i++)
+            p[i] = perm[i];
+        return clipl__ag_view_op(CLIPL__V_PERMUTE, t, dst, n, p);
+    }
     if (n != t->ndim)
         return clipl__err(CLIPL_EINVAL, "permute: %d dims given for a %d-d tensor", n, t->ndim);
     int64_t shape[CLIPL_MAX_DIMS], stride[CLIPL_MAX_DIMS];
@@ -505,6 +521,8 @@ static bool view_strides(const clipl_tensor *t, int ndim, const int64_t *shape, 
 
 int clipl_tensor_view(const clipl_tensor *t, clipl_tensor **dst, int ndim, const int64_t *shape)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_VIEW, t, dst, ndim, shape);
     char b1[128], b2[128];
     int64_t s[CLIPL_MAX_DIMS], st[CLIPL_MAX_DIMS];
     int rc = infer_shape("view", t, ndim, shape, s);
@@ -521,6 +539,8 @@ int clipl_tensor_view(const clipl_tensor *t, clipl_tensor **dst, int ndim, const
 
 int clipl_tensor_reshape(const clipl_tensor *t, clipl_tensor **dst, int ndim, const int64_t *shape)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_RESHAPE, t, dst, ndim, shape);
     int64_t s[CLIPL_MAX_DIMS], st[CLIPL_MAX_DIMS];
     int rc = infer_shape("reshape", t, ndim, shape, s);
     if (rc)
@@ -538,6 +558,8 @@ int clipl_tensor_reshape(const clipl_tensor *t, clipl_tensor **dst, int ndim, co
 
 int clipl_tensor_expand(const clipl_tensor *t, clipl_tensor **dst, int ndim, const int64_t *shape)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_EXPAND, t, dst, ndim, shape);
     char b1[128], b2[128];
     if (ndim < t->ndim || ndim > CLIPL_MAX_DIMS)
         return clipl__err(CLIPL_ESHAPE, "expand: cannot expand a %d-d tensor to %d dims", t->ndim,
@@ -569,6 +591,8 @@ int clipl_tensor_expand(const clipl_tensor *t, clipl_tensor **dst, int ndim, con
 
 int clipl_tensor_unsqueeze(const clipl_tensor *t, clipl_tensor **dst, int dim)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_UNSQUEEZE, t, dst, 1, (int64_t[]){dim});
     int d = dim < 0 ? dim + t->ndim + 1 : dim;
     if (d < 0 || d > t->ndim || t->ndim >= CLIPL_MAX_DIMS)
         return clipl__err(CLIPL_EINDEX, "unsqueeze: dim %d out of range for a %d-d tensor", dim,
@@ -589,6 +613,8 @@ int clipl_tensor_unsqueeze(const clipl_tensor *t, clipl_tensor **dst, int dim)
 
 int clipl_tensor_squeeze(const clipl_tensor *t, clipl_tensor **dst, int dim)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_SQUEEZE, t, dst, 1, (int64_t[]){dim});
     int64_t s[CLIPL_MAX_DIMS], st[CLIPL_MAX_DIMS];
     int n = 0;
     int d = -1;
@@ -698,7 +724,7 @@ int clipl_tensor_copy_(clipl_tensor *dst, const clipl_tensor *src)
 {
     char b1[128], b2[128];
     int rc = clipl__check_writable(dst, "copy");
-    if (rc)
+    if (rc || (rc = clipl__ag_inplace("copy", dst, src)))
         return rc;
     /* src must broadcast to dst */
     if (src->ndim > dst->ndim)
@@ -744,7 +770,7 @@ mismatch:
 int clipl_tensor_fill_(clipl_tensor *dst, double value)
 {
     int rc = clipl__check_writable(dst, "fill");
-    if (rc)
+    if (rc || (rc = clipl__ag_inplace("fill", dst, NULL)))
         return rc;
     if (clipl_tensor_numel(dst) == 0)
         return CLIPL_OK;
@@ -763,6 +789,8 @@ int clipl_tensor_fill_(clipl_tensor *dst, double value)
 
 int clipl_tensor_clone(const clipl_tensor *t, clipl_tensor **dst)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_CLONE, t, dst, 0, NULL);
     clipl_tensor *c = clipl_tensor_empty(t->dt, t->ndim, t->shape);
     if (!c)
         return clipl_errcode();
@@ -777,6 +805,8 @@ int clipl_tensor_clone(const clipl_tensor *t, clipl_tensor **dst)
 
 int clipl_tensor_contiguous(const clipl_tensor *t, clipl_tensor **dst)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_CONTIGUOUS, t, dst, 0, NULL);
     if (clipl_tensor_is_contiguous(t)) {
         *dst = clipl_tensor_retain((clipl_tensor *)t);
         return CLIPL_OK;
@@ -786,6 +816,8 @@ int clipl_tensor_contiguous(const clipl_tensor *t, clipl_tensor **dst)
 
 int clipl_tensor_to(const clipl_tensor *t, clipl_tensor **dst, int dtype)
 {
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_TO, t, dst, 1, (int64_t[]){dtype});
     if (!valid_dtype(dtype))
         return clipl__err(CLIPL_EINVAL, "to: unknown dtype %d", dtype);
     clipl_tensor *c = clipl_tensor_empty(dtype, t->ndim, t->shape);
@@ -828,7 +860,7 @@ int clipl_tensor_set_flat(clipl_tensor *t, int64_t index, double value)
 {
     int64_t n = clipl_tensor_numel(t);
     int rc = clipl__check_writable(t, "set");
-    if (rc)
+    if (rc || (rc = clipl__ag_inplace("set", t, NULL)))
         return rc;
     if (index < 0 || index >= n)
         return clipl__err(CLIPL_EINDEX, "set: index %lld out of range for %lld elements",

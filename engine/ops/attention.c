@@ -6,6 +6,7 @@
  *   dst    = probs @ v
  */
 #include "dnnl_util.h"
+#include "../autograd/autograd.h"
 
 #include <math.h>
 
@@ -13,6 +14,8 @@ int clipl_attention(const clipl_tensor *q, const clipl_tensor *k, const clipl_te
                     const clipl_tensor *mask, clipl_tensor **dst, double scale,
                     clipl_tensor **probs)
 {
+    if (CLIPL__AG_ON3(q, k, v) || CLIPL__AG_ON1(mask))
+        return clipl__ag_attention(q, k, v, mask, dst, scale, probs);
     const char *op = "attention";
     int rc;
     if ((rc = clipl__dnnl_check_float(q, op, "q")) || (rc = clipl__dnnl_check_float(k, op, "k")) ||

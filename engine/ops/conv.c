@@ -5,6 +5,7 @@
  * clipl_conv2d_prepare.
  */
 #include "dnnl_util.h"
+#include "../autograd/autograd.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +266,8 @@ static int src_prepare(const clipl_tensor *src, const geom *G, int dtype, clipl_
 int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const clipl_tensor *bias,
                  clipl_tensor **dst, const clipl_conv2d_opts *opts)
 {
+    if (CLIPL__AG_ON3(src, weights, bias))
+        return clipl__ag_conv2d(src, weights, bias, dst, opts);
     const char *op = "conv2d";
     int rc;
     if ((rc = clipl__dnnl_check_float(weights, op, "weights")))
@@ -398,6 +401,8 @@ void clipl_conv2d_weights_free(clipl_conv2d_weights *cw)
 
 int clipl_conv2d_apply(const clipl_conv2d_weights *cw, const clipl_tensor *src, clipl_tensor **dst)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_no_backward("conv2d", "use clipl_conv2d with the weight tensor for training");
     const char *op = "conv2d";
     if (!cw)
         return clipl__err(CLIPL_EINVAL, "%s: NULL weights", op);

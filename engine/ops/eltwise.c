@@ -3,6 +3,7 @@
  * sigmoid, tanh, exp, log, sqrt, abs, clamp, linear, pow, ...).
  */
 #include "dnnl_util.h"
+#include "../autograd/autograd.h"
 
 /* dst = act(src) for two buffers of the same dense geometry md. */
 static int eltwise_run(const dnnl_memory_desc_t *md, const void *src, void *dst, int act,
@@ -54,6 +55,8 @@ static const char *act_op(int act)
 
 int clipl_eltwise(const clipl_tensor *src, clipl_tensor **dst, int act, double alpha, double beta)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_eltwise(src, dst, act, alpha, beta);
     const char *op = act_op(act);
     int rc = clipl__dnnl_check_float(src, op, "src");
     if (rc)
@@ -87,6 +90,8 @@ fail:
 
 int clipl_eltwise_(clipl_tensor *t, int act, double alpha, double beta)
 {
+    if (clipl__ag_inplace("eltwise_", t, NULL))
+        return clipl_errcode();
     const char *op = act_op(act);
     int rc = clipl__dnnl_check_float(t, op, "t");
     if (rc)

@@ -3,6 +3,7 @@
  * activation and residual-sum post-ops, and linear weights prepared once in oneDNN's layout.
  */
 #include "dnnl_util.h"
+#include "../autograd/autograd.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -219,6 +220,8 @@ bias_bad : {
 int clipl_matmul(const clipl_tensor *a, const clipl_tensor *b, const clipl_tensor *bias,
                  clipl_tensor **dst, const clipl_matmul_opts *opts)
 {
+    if (CLIPL__AG_ON3(a, b, bias) || (!clipl__grad_off && opts && clipl__ag_req(opts->accum)))
+        return clipl__ag_matmul(a, b, bias, dst, opts);
     return matmul_op(a, b, bias, dst, opts, "matmul");
 }
 
@@ -241,6 +244,8 @@ static int flatten_rows(const clipl_tensor *x, clipl_tensor **x2, int64_t *m)
 int clipl_linear(const clipl_tensor *x, const clipl_tensor *weight, const clipl_tensor *bias,
                  clipl_tensor **dst, int act)
 {
+    if (CLIPL__AG_ON3(x, weight, bias))
+        return clipl__ag_linear(x, weight, bias, dst, act);
     const char *op = "linear";
     int rc;
     if ((rc = clipl__dnnl_check_float(x, op, "x")) ||
@@ -433,6 +438,8 @@ int clipl_linear_weights_info(const clipl_linear_weights *w, int64_t *out_featur
 int clipl_linear_apply(const clipl_linear_weights *w, const clipl_tensor *x, clipl_tensor **dst,
                        const clipl_matmul_opts *opts)
 {
+    if (CLIPL__AG_ON2(x, opts ? opts->accum : NULL))
+        return clipl__ag_no_backward("linear", "use clipl_linear with the weight tensor for training");
     const char *op = "linear";
     const clipl_matmul_opts *o = opts ? opts : &default_opts;
     int rc;

@@ -3,6 +3,7 @@
  * convolution before it.
  */
 #include "dnnl_util.h"
+#include "../autograd/autograd.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -34,6 +35,8 @@ int clipl_layer_norm(const clipl_tensor *src, int norm_ndim, const clipl_tensor 
                      const clipl_tensor *bias, clipl_tensor **dst, double eps, clipl_tensor **mean,
                      clipl_tensor **rstd)
 {
+    if (CLIPL__AG_ON3(src, weight, bias))
+        return clipl__ag_layer_norm(src, norm_ndim, weight, bias, dst, eps, mean, rstd);
     const char *op = "layer_norm";
     int rc = clipl__dnnl_check_float(src, op, "src");
     if (rc)
@@ -155,6 +158,8 @@ int clipl_batch_norm(const clipl_tensor *src, const clipl_tensor *mean, const cl
                      const clipl_tensor *weight, const clipl_tensor *bias, clipl_tensor **dst,
                      double eps)
 {
+    if (CLIPL__AG_ON3(src, weight, bias))
+        return clipl__ag_batch_norm(src, mean, var, weight, bias, dst, eps);
     const char *op = "batch_norm";
     int rc = clipl__dnnl_check_float(src, op, "src");
     if (rc)

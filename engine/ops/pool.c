@@ -2,6 +2,7 @@
  * pool.c - 2-d max and average pooling on oneDNN's pooling primitive (NCHW).
  */
 #include "dnnl_util.h"
+#include "../autograd/autograd.h"
 
 /* Output size as PyTorch computes it; returns -1 when the window does not fit. */
 static int64_t pool_out(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mode)
@@ -19,6 +20,8 @@ static int64_t pool_out(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mo
 int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t kh, int64_t kw,
                  int64_t sh, int64_t sw, int64_t ph, int64_t pw, int ceil_mode)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_pool2d(src, dst, kind, kh, kw, sh, sw, ph, pw, ceil_mode);
     const char *op = kind == CLIPL_POOL_MAX ? "max_pool2d" : "avg_pool2d";
     int rc = clipl__dnnl_check_float(src, op, "src");
     if (rc)

@@ -2,9 +2,12 @@
  * softmax.c - softmax and log-softmax along any dim on oneDNN's softmax_v2 primitive.
  */
 #include "dnnl_util.h"
+#include "../autograd/autograd.h"
 
 int clipl_softmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int log)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_softmax(src, dst, dim, log);
     const char *op = log ? "log_softmax" : "softmax";
     int rc = clipl__dnnl_check_float(src, op, "src");
     if (rc)
