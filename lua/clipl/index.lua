@@ -16,8 +16,10 @@ local function clip()
     return require "clipl"
 end
 
---- Opens an index file, or starts an empty one when the file does not exist.
--- opts.dtype: "f32" (default) or "f16" for the stored embeddings.
+--- Opens an index file, or starts an empty one when the file does not exist (nothing is written
+-- until idx:save()). opts.dtype: "f32" (default) or "f16" for the stored embeddings; opts.kind:
+-- "image" (default) or "text", kept in the metadata. Raises naming the file when it is not an
+-- index.
 function M.open(path, opts)
     opts = opts or {}
     local self = setmetatable({path = path, paths = {}, known = {}, chunks = {}, n = 0,
@@ -161,5 +163,7 @@ function Index:duplicates(threshold, block)
     table.sort(pairs_, function(x, y) return x.score > y.score end)
     return pairs_
 end
+
+M.Index = Index
 
 return {index = M}
