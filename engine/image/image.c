@@ -510,7 +510,7 @@ static inline uint8_t unpremul(unsigned v, unsigned alpha)
 int clipl__image_resize_window(const clipl_image *img, int width, int height, int x0, int y0,
                                int cw, int ch, clipl_image **dst)
 {
-    clipl_image *out = clipl__image_new(cw, ch, img->mode), *full = NULL;
+    clipl_image *out = clipl__image_new(cw, ch, img->mode);
     uint8_t *tmp = NULL;
     int rc = CLIPL_OK;
     int b = img->bands, ps = b * clipl__image_sample_size(img->mode);
@@ -521,16 +521,9 @@ int clipl__image_resize_window(const clipl_image *img, int width, int height, in
         rc = clipl__resize_nearest(img->pixels, img->width, img->height, ps, width, height, x0, y0,
                                    cw, ch, out->pixels);
     } else if (img->mode == CLIPL_IMAGE_I) {
-        /* 'I' images: the full resize in double precision, then the window */
-        full = clipl__image_new(width, height, img->mode);
-        if (!full) {
-            rc = clipl_errcode();
-            goto done;
-        }
-        rc = clipl__resample_i32(img->pixels, img->width, img->height, full->pixels, width, height);
-        for (int y = 0; rc == CLIPL_OK && y < ch; y++)
-            memcpy((uint8_t *)out->pixels + (size_t)y * cw * ps,
-                   (uint8_t *)full->pixels + ((size_t)(y + y0) * width + x0) * ps, (size_t)cw * ps);
+        /* 'I' images: in double precision */
+        rc = clipl__resample_i32(img->pixels, img->width, img->height, width, height, x0, y0, cw,
+                                 ch, out->pixels);
     } else if (img->mode == CLIPL_IMAGE_RGBA || img->mode == CLIPL_IMAGE_LA) {
         /* Pillow resizes RGBA as 'RGBa' and LA as 'La' (premultiplied), then divides back */
         size_t n = (size_t)img->width * img->height;
@@ -562,7 +555,6 @@ int clipl__image_resize_window(const clipl_image *img, int width, int height, in
     }
 done:
     free(tmp);
-    clipl_image_free(full);
     if (rc != CLIPL_OK) {
         clipl_image_free(out);
         return rc;

@@ -32,7 +32,8 @@ clipl_image *clipl__image_new(int width, int height, int mode);
 int clipl__resample_u8(const uint8_t *src, int w, int h, int bands, int dw, int dh, int x0, int y0,
                        int cw, int ch, uint8_t *dst);
 /* The same for one band of int32 samples, computed in double as Pillow's 32bpc path. */
-int clipl__resample_i32(const int32_t *src, int w, int h, int32_t *dst, int dw, int dh);
+int clipl__resample_i32(const int32_t *src, int w, int h, int dw, int dh, int x0, int y0, int cw,
+                        int ch, int32_t *dst);
 /* Pillow's NEAREST resize (the affine scale path) of w x h pixels of `pixel_size` bytes to
  * dw x dh, writing only the window [x0, x0 + cw) x [y0, y0 + ch) to dst (cw x ch pixels). */
 int clipl__resize_nearest(const uint8_t *src, int w, int h, int pixel_size, int dw, int dh, int x0,

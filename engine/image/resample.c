@@ -50,8 +50,10 @@ static void coeffs_free(coeffs *c)
     memset(c, 0, sizeof *c);
 }
 
-/* Weights for resampling in_size samples to out_size (box = the whole image). */
-static int coeffs_make(coeffs *c, int in_size, int out_size, int fixed)
+/* Weights for resampling in_size samples to out_size (box = the whole image), for the output
+ * pixels first .. first + count - 1 only (entry i is output pixel first + i): each pixel's weights
+ * depend on its own index alone. */
+static int coeffs_make(coeffs *c, int in_size, int out_size, int first, int count, int fixed)
 {
     memset(c, 0, sizeof *c);
     float in0 = 0.0f, in1 = (float)in_size;
@@ -60,17 +62,18 @@ static int coeffs_make(coeffs *c, int in_size, int out_size, int fixed)
     double support = 2.0 * filterscale;
     int ksize = (int)ceil(support) * 2 + 1;
     c->ksize = ksize;
-    c->bounds = malloc((size_t)out_size * 2 * sizeof(int));
-    c->kd = malloc((size_t)out_size * ksize * sizeof(double));
+    c->bounds = malloc((size_t)count * 2 * sizeof(int));
+    c->kd = malloc((size_t)count * ksize * sizeof(double));
     if (fixed)
-        c->ki = malloc((size_t)out_size * ksize * sizeof(int32_t));
+        c->ki = malloc((size_t)count * ksize * sizeof(int32_t));
     if (!c->bounds || !c->kd || (fixed && !c->ki)) {
         coeffs_free(c);
-        return clipl__err(CLIPL_ENOMEM, "image resize: out of memory for %d x %d weights", out_size,
+        return clipl__err(CLIPL_ENOMEM, "image resize: out of memory for %d x %d weights", count,
                           ksize);
     }
     double ss = 1.0 / filterscale;
-    for (int xx = 0; xx < out_size; xx++) {
+    for (int i = 0; i < count; i++) {
+        int xx = first + i;
         double center = in0 + (xx + 0.5) * scale;
         int xmin = (int)(center - support + 0.5);
         if (xmin < 0)
@@ -79,7 +82,7 @@ static int coeffs_make(coeffs *c, int in_size, int out_size, int fixed)
         if (xmax > in_size)
             xmax = in_size;
         xmax -= xmin;
-        double *k = c->kd + (size_t)xx * ksize;
+        double *k = c->kd + (size_t)i * ksize;
         double ww = 0.0;
         int x;
         for (x = 0; x < xmax; x++) {
@@ -92,10 +95,10 @@ static int coeffs_make(coeffs *c, int in_size, int out_size, int fixed)
                 k[x] /= ww;
         for (; x < ksize; x++)
             k[x] = 0.0;
-        c->bounds[xx * 2] = xmin;
-        c->bounds[xx * 2 + 1] = xmax;
+        c->bounds[i * 2] = xmin;
+        c->bounds[i * 2 + 1] = xmax;
         if (fixed) {
-            int32_t *ki = c->ki + (size_t)xx * ksize;
+            int32_t *ki = c->ki + (size_t)i * ksize;
             for (x = 0; x < ksize; x++)
                 ki[x] = k[x] < 0 ? (int32_t)(-0.5 + k[x] * (1 << PRECISION_BITS))
                                  : (int32_t)(0.5 + k[x] * (1 << PRECISION_BITS));
@@ -195,10 +198,10 @@ int clipl__resample_u8(const uint8_t *src, int w, int h, int bands, int dw, int 
 
     int yfirst = y0, ylast = y0 + crh;
     if (need_v) {
-        if ((rc = coeffs_make(&cv, h, dh, 1)) != CLIPL_OK)
+        if ((rc = coeffs_make(&cv, h, dh, y0, crh, 1)) != CLIPL_OK)
             goto done;
-        yfirst = cv.bounds[2 * y0];
-        ylast = cv.bounds[2 * (y0 + crh - 1)] + cv.bounds[2 * (y0 + crh - 1) + 1];
+        yfirst = cv.bounds[0];
+        ylast = cv.bounds[2 * (crh - 1)] + cv.bounds[2 * (crh - 1) + 1];
     }
     int rows = ylast - yfirst;
     uint8_t *hdst = need_v ? NULL : dst;
@@ -213,32 +216,23 @@ int clipl__resample_u8(const uint8_t *src, int w, int h, int bands, int dw, int 
         hdst = tmp;
     }
     if (need_h) {
-        if ((rc = coeffs_make(&ch, w, dw, 1)) != CLIPL_OK)
+        if ((rc = coeffs_make(&ch, w, dw, x0, cw, 1)) != CLIPL_OK)
             goto done;
-        /* only the output columns x0 .. x0 + cw - 1 */
-        ch.bounds += 2 * x0;
-        ch.ki += (size_t)x0 * ch.ksize;
         switch (bands) {
         case 1: horizontal_u8_1(src, w, yfirst, rows, &ch, hdst, cw); break;
         case 2: horizontal_u8_2(src, w, yfirst, rows, &ch, hdst, cw); break;
         case 3: horizontal_u8_3(src, w, yfirst, rows, &ch, hdst, cw); break;
         default: horizontal_u8_4(src, w, yfirst, rows, &ch, hdst, cw); break;
         }
-        ch.bounds -= 2 * x0;
-        ch.ki -= (size_t)x0 * ch.ksize;
     } else {
         for (int y = 0; y < rows; y++)
             memcpy(hdst + (size_t)y * row_len, src + ((size_t)(y + yfirst) * w + x0) * bands,
                    row_len);
     }
     if (need_v) {
-        for (int i = 0; i < dh; i++)
+        for (int i = 0; i < crh; i++)
             cv.bounds[i * 2] -= yfirst;
-        cv.bounds += 2 * y0;
-        cv.ki += (size_t)y0 * cv.ksize;
         vertical_u8(tmp, row_len, &cv, dst, crh, acc);
-        cv.bounds -= 2 * y0;
-        cv.ki -= (size_t)y0 * cv.ksize;
     }
 done:
     coeffs_free(&cv);
@@ -250,60 +244,59 @@ done:
 
 static inline int32_t round_up(double f) { return (int32_t)(f >= 0.0 ? f + 0.5F : f - 0.5F); }
 
-int clipl__resample_i32(const int32_t *src, int w, int h, int32_t *dst, int dw, int dh)
+int clipl__resample_i32(const int32_t *src, int w, int h, int dw, int dh, int x0, int y0, int cw,
+                        int crh, int32_t *dst)
 {
     int rc = CLIPL_OK;
     coeffs cv = {0}, ch = {0};
     int32_t *tmp = NULL;
     int need_h = dw != w, need_v = dh != h;
 
-    if (!need_h && !need_v) {
-        memcpy(dst, src, (size_t)w * h * sizeof(int32_t));
-        return CLIPL_OK;
-    }
-    if ((rc = coeffs_make(&cv, h, dh, 0)) != CLIPL_OK)
-        goto done;
-    int yfirst = cv.bounds[0];
-    int ylast = cv.bounds[dh * 2 - 2] + cv.bounds[dh * 2 - 1];
-    const int32_t *vsrc = src;
-    if (need_h) {
-        if ((rc = coeffs_make(&ch, w, dw, 0)) != CLIPL_OK)
+    int yfirst = y0, ylast = y0 + crh;
+    if (need_v) {
+        if ((rc = coeffs_make(&cv, h, dh, y0, crh, 0)) != CLIPL_OK)
             goto done;
-        int rows = need_v ? ylast - yfirst : h;
-        int y0 = need_v ? yfirst : 0;
-        int32_t *hdst = dst;
-        if (need_v) {
-            tmp = malloc((size_t)dw * rows * sizeof(int32_t));
-            if (!tmp) {
-                rc = clipl__err(CLIPL_ENOMEM, "image resize: out of memory (%d x %d)", dw, rows);
-                goto done;
-            }
-            hdst = tmp;
-            for (int i = 0; i < dh; i++)
-                cv.bounds[i * 2] -= yfirst;
+        yfirst = cv.bounds[0];
+        ylast = cv.bounds[2 * (crh - 1)] + cv.bounds[2 * (crh - 1) + 1];
+    }
+    int rows = ylast - yfirst;
+    int32_t *hdst = dst;
+    if (need_v) {
+        tmp = malloc((size_t)cw * rows * sizeof(int32_t));
+        if (!tmp) {
+            rc = clipl__err(CLIPL_ENOMEM, "image resize: out of memory (%d x %d)", cw, rows);
+            goto done;
         }
+        hdst = tmp;
+    }
+    if (need_h) {
+        if ((rc = coeffs_make(&ch, w, dw, x0, cw, 0)) != CLIPL_OK)
+            goto done;
         for (int y = 0; y < rows; y++) {
-            const int32_t *in = src + (size_t)(y + y0) * w;
-            for (int xx = 0; xx < dw; xx++) {
+            const int32_t *in = src + (size_t)(y + yfirst) * w;
+            for (int xx = 0; xx < cw; xx++) {
                 int xmin = ch.bounds[xx * 2], n = ch.bounds[xx * 2 + 1];
                 const double *k = ch.kd + (size_t)xx * ch.ksize;
                 double ss = 0.0;
                 for (int x = 0; x < n; x++)
                     ss += in[x + xmin] * k[x];
-                hdst[(size_t)y * dw + xx] = round_up(ss);
+                hdst[(size_t)y * cw + xx] = round_up(ss);
             }
         }
-        vsrc = tmp;
+    } else {
+        for (int y = 0; y < rows; y++)
+            memcpy(hdst + (size_t)y * cw, src + (size_t)(y + yfirst) * w + x0,
+                   (size_t)cw * sizeof(int32_t));
     }
     if (need_v) {
-        for (int yy = 0; yy < dh; yy++) {
-            int ymin = cv.bounds[yy * 2], n = cv.bounds[yy * 2 + 1];
+        for (int yy = 0; yy < crh; yy++) {
+            int ymin = cv.bounds[yy * 2] - yfirst, n = cv.bounds[yy * 2 + 1];
             const double *k = cv.kd + (size_t)yy * cv.ksize;
-            for (int xx = 0; xx < dw; xx++) {
+            for (int xx = 0; xx < cw; xx++) {
                 double ss = 0.0;
                 for (int y = 0; y < n; y++)
-                    ss += vsrc[(size_t)(y + ymin) * dw + xx] * k[y];
-                dst[(size_t)yy * dw + xx] = round_up(ss);
+                    ss += tmp[(size_t)(y + ymin) * cw + xx] * k[y];
+                dst[(size_t)yy * cw + xx] = round_up(ss);
             }
         }
     }

@@ -489,20 +489,29 @@ static void test_palette_and_i(void)
  * convert('RGB'), (v / 255 - mean) / std in float32: checked on odd geometries. */
 static void test_preprocess_geometry(void)
 {
-    static const int sizes[][3] = {{401, 300, 224}, {300, 451, 224}, {227, 224, 224},
-                                   {50, 30, 64},    {224, 224, 224}, {1, 3, 8},
-                                   {451, 300, 224}, {300, 401, 224}};
+    static const int sizes[][3] = {
+        {401, 300, 224}, {300, 451, 224}, {227, 224, 224}, {50, 30, 64},    {224, 224, 224},
+        {1, 3, 8},       {451, 300, 224}, {300, 401, 224}, {640, 480, 224}, {333, 500, 224}};
     static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
     static const float stdv[3] = {0.26862954f, 0.26130258f, 0.27577711f};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         int w = sizes[k][0], h = sizes[k][1], n = sizes[k][2];
         /* the crop window of every resize path: premultiplied, nearest, plain */
-        static const int modes[] = {CLIPL_IMAGE_RGBA, CLIPL_IMAGE_P, CLIPL_IMAGE_L, CLIPL_IMAGE_1};
-        int mode = modes[k % 4], bands = mode == CLIPL_IMAGE_RGBA ? 4
-                                         : mode == CLIPL_IMAGE_P  ? 3
-                                                                  : 1;
+        static const int modes[] = {CLIPL_IMAGE_RGBA, CLIPL_IMAGE_P, CLIPL_IMAGE_L, CLIPL_IMAGE_1,
+                                    CLIPL_IMAGE_I};
+        int mode = modes[k % 5];
+        int bands = mode == CLIPL_IMAGE_RGBA ? 4 : mode == CLIPL_IMAGE_P ? 3 : 1;
         uint8_t *px = make_pixels(w, h, bands);
-        clipl_image *img = clipl_image_from_pixels(w, h, mode, px, (size_t)w * h * bands);
+        clipl_image *img;
+        if (mode == CLIPL_IMAGE_I) { /* 16-bit values around the 0..255 clip of convert('RGB') */
+            int32_t *iv = malloc(sizeof(int32_t) * w * h);
+            for (int i = 0; i < w * h; i++)
+                iv[i] = px[i] * 2 - 100;
+            img = clipl_image_from_pixels(w, h, mode, iv, sizeof(int32_t) * w * h);
+            free(iv);
+        } else {
+            img = clipl_image_from_pixels(w, h, mode, px, (size_t)w * h * bands);
+        }
         int rw = w <= h ? n : (int)((long long)n * w / h);
         int rh = w <= h ? (int)((long long)n * h / w) : n;
         int left = (int)nearbyint((rw - n) / 2.0), top = (int)nearbyint((rh - n) / 2.0);
