@@ -744,6 +744,27 @@ static void test_batch(void)
     CHECK_ERR(clipl_preprocess_batch(1, paths, -3, 0, 0, &t, NULL), CLIPL_EINVAL, "n_px");
 }
 
+/* Extreme aspect ratios: the resized image would be 1.5 million pixels wide; only the crop window
+ * is computed, so this is quick and needs no full-size buffer. */
+static void test_extreme_aspect(void)
+{
+    int w = 20000, h = 3;
+    uint8_t *px = make_pixels(w, h, 3);
+    static const int modes[] = {CLIPL_IMAGE_RGB, CLIPL_IMAGE_P};
+    for (int m = 0; m < 2; m++) {
+        clipl_image *img = clipl_image_from_pixels(w, h, modes[m], px, (size_t)w * h * 3);
+        clipl_tensor *t = NULL;
+        CHECK_OK(clipl_image_preprocess(img, 224, &t));
+        int finite = 1;
+        for (int i = 0; t && i < 3 * 224 * 224; i++)
+            finite &= isfinite(((const float *)t->ptr)[i]);
+        CHECK(t && finite);
+        clipl_tensor_release(t);
+        clipl_image_free(img);
+    }
+    free(px);
+}
+
 static void test_autorotate(void)
 {
     /* The goldens carry no EXIF orientation: autorotate must change nothing for them. */
@@ -769,6 +790,7 @@ int main(void)
     test_preprocess_geometry();
     test_bad_files();
     test_batch();
+    test_extreme_aspect();
     test_autorotate();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
