@@ -3,6 +3,7 @@
  * coverage-based anti-aliasing over plain, gradient, noise, striped or checkered backgrounds, the
  * CLIP normalisation of u8 batches, and saving pixels to PNG / JPEG / WebP with libvips.
  *
+ * Every shape is centred on its bounding box (at angle 0) and fits in the circle of its radius.
  * A shape is an inside test plus a signed distance bound. Pixels whose centre lies more than half
  * a pixel diagonal from the edge are fully in or out; the others are sampled on a 4x4 grid and
  * blended by the covered fraction, so every edge pixel gets its exact 4x4-sampled coverage.
@@ -93,26 +94,37 @@ static int unit_polygon(int kind, double *x, double *y)
         return n;
     }
     case CLIPL_SHAPE_HEART: {
-        double y0 = 1e9, y1 = -1e9;
         for (n = 0; n < HEART_POINTS; n++) {
             double t = 2 * pi * n / HEART_POINTS, st = sin(t);
             x[n] = 16 * st * st * st;
             y[n] = -(13 * cos(t) - 5 * cos(2 * t) - 2 * cos(3 * t) - cos(4 * t));
-            y0 = fmin(y0, y[n]);
-            y1 = fmax(y1, y[n]);
         }
-        double mid = (y0 + y1) / 2, far = 0;
-        for (int i = 0; i < n; i++) {
-            y[i] -= mid;
-            far = fmax(far, sqrt(x[i] * x[i] + y[i] * y[i]));
-        }
-        for (int i = 0; i < n; i++)
-            x[i] /= far, y[i] /= far;
         return n;
     }
     default:
         return 0;
     }
+}
+
+/* Unit outline centred on its bounding box and scaled so that its farthest vertex is at 1. */
+static int unit_polygon_centred(int kind, double *x, double *y)
+{
+    int n = unit_polygon(kind, x, y);
+    if (n == 0)
+        return 0;
+    double x0 = x[0], x1 = x[0], y0 = y[0], y1 = y[0], far = 0;
+    for (int i = 1; i < n; i++) {
+        x0 = fmin(x0, x[i]), x1 = fmax(x1, x[i]);
+        y0 = fmin(y0, y[i]), y1 = fmax(y1, y[i]);
+    }
+    double mx = (x0 + x1) / 2, my = (y0 + y1) / 2;
+    for (int i = 0; i < n; i++) {
+        x[i] -= mx, y[i] -= my;
+        far = fmax(far, sqrt(x[i] * x[i] + y[i] * y[i]));
+    }
+    for (int i = 0; i < n; i++)
+        x[i] /= far, y[i] /= far;
+    return n;
 }
 
 static void geom_init(shape_geom *g, const clipl_draw_item *it)
@@ -124,7 +136,7 @@ static void geom_init(shape_geom *g, const clipl_draw_item *it)
     g->c = cos(it->angle);
     g->s = sin(it->angle);
     double ux[MAX_VERTS], uy[MAX_VERTS];
-    g->nv = unit_polygon(it->kind, ux, uy);
+    g->nv = unit_polygon_centred(it->kind, ux, uy);
     for (int i = 0; i < g->nv; i++) {
         g->vx[i] = g->cx + g->r * (g->c * ux[i] - g->s * uy[i]);
         g->vy[i] = g->cy + g->r * (g->s * ux[i] + g->c * uy[i]);
@@ -597,7 +609,8 @@ int clipl_image_save(const clipl_image *img, const char *path, int quality)
 {
     if (!img)
         return clipl__err(CLIPL_EINVAL, "image_save: image is NULL");
-    if (img->mode == CLIPL_IMAGE_CMYK || img->mode == CLIPL_IMAGE_I)
+    if (img->mode != CLIPL_IMAGE_L && img->mode != CLIPL_IMAGE_LA && img->mode != CLIPL_IMAGE_RGB &&
+        img->mode != CLIPL_IMAGE_RGBA && img->mode != CLIPL_IMAGE_P && img->mode != CLIPL_IMAGE_PA)
         return clipl__err(CLIPL_EUNSUPPORTED,
                           "image_save: saving mode %s is not supported (convert it to RGB first)",
                           clipl_image_mode_name(img->mode));
