@@ -843,7 +843,7 @@ typedef enum clipl_shape_kind {
     CLIPL_SHAPE_STAR = 3,     /* five points, inner radius 0.45 of the outer one */
     CLIPL_SHAPE_HEXAGON = 4,
     CLIPL_SHAPE_CROSS = 5,   /* plus sign, arms 0.5 x radius wide */
-    CLIPL_SHAPE_HEART = 6,   /* the classic parametric heart, its box centred on (cx, cy) */
+    CLIPL_SHAPE_HEART = 6,   /* the classic parametric heart */
     CLIPL_SHAPE_DIAMOND = 7, /* rhombus 1.2 x radius wide, 2 x radius tall */
     CLIPL_SHAPE_RING = 8,    /* annulus from 0.55 x radius to radius */
     CLIPL_SHAPE_PENTAGON = 9,
@@ -865,7 +865,8 @@ enum { CLIPL_DRAW_MAX_ITEMS = 4 };
 typedef struct clipl_draw_item {
     int32_t kind;   /* clipl_shape_kind */
     float cx, cy;   /* centre in pixels */
-    float radius;   /* the shape fits in the circle of this radius around the centre */
+    float radius;   /* the shape fits in the circle of this radius around the centre, and its
+                       bounding box (at angle 0) is centred there */
     float angle;    /* rotation in radians, clockwise on screen */
     uint8_t rgb[4]; /* colour; rgb[3] is the opacity (255 opaque, 0 draws nothing) */
 } clipl_draw_item;
