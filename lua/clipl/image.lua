@@ -186,10 +186,14 @@ function Image:__tostring()
     return string.format("clipl.Image(%dx%d %s)", self.width, self.height, self.mode)
 end
 
+--- OpenAI's _transform(n_px) (default 224): a [3, n_px, n_px] f32 tensor. `image` is an Image,
+-- a path or string of bytes (decoded with opts), or a [H, W, bands] u8 tensor of pixels.
 local function preprocess(image, n_px, opts)
     n_px = n_px or 224
     if type(image) == "string" then
         image = M.load(image, opts)
+    elseif type(image) == "cdata" then
+        image = M.from_pixels(image)
     end
     return call_out(C.clipl_image_preprocess, handle_of(image, "preprocess"), n_px, slot)
 end
