@@ -170,23 +170,56 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static _Thread_local char **last_msgs;
-static _Thread_local int last_n;
+/* The messages of this thread's last batch, kept in thread-specific data so that they are freed
+ * when the thread exits (batches may run on short-lived threads). */
+typedef struct batch_msgs {
+    char **msgs;
+    int n;
+} batch_msgs;
 
-static void last_msgs_clear(void)
+static pthread_key_t msgs_key;
+static pthread_once_t msgs_once = PTHREAD_ONCE_INIT;
+
+static void msgs_free(void *p)
 {
-    for (int i = 0; i < last_n; i++)
-        free(last_msgs[i]);
-    free(last_msgs);
-    last_msgs = NULL;
-    last_n = 0;
+    batch_msgs *m = p;
+    if (!m)
+        return;
+    for (int i = 0; i < m->n; i++)
+        free(m->msgs[i]);
+    free(m->msgs);
+    free(m);
+}
+
+static void msgs_key_init(void) { pthread_key_create(&msgs_key, msgs_free); }
+
+/* Replaces this thread's messages with msgs (n entries, owned from now on; NULL to clear). */
+static void msgs_set(char **msgs, int n)
+{
+    pthread_once(&msgs_once, msgs_key_init);
+    batch_msgs *old = pthread_getspecific(msgs_key), *m = NULL;
+    if (msgs) {
+        m = malloc(sizeof *m);
+        if (!m) {
+            for (int i = 0; i < n; i++)
+                free(msgs[i]);
+            free(msgs);
+        } else {
+            m->msgs = msgs;
+            m->n = n;
+        }
+    }
+    pthread_setspecific(msgs_key, m);
+    msgs_free(old);
 }
 
 const char *clipl_preprocess_batch_message(int index)
 {
-    if (index < 0 || index >= last_n || !last_msgs[index])
+    pthread_once(&msgs_once, msgs_key_init);
+    batch_msgs *m = pthread_getspecific(msgs_key);
+    if (!m || index < 0 || index >= m->n || !m->msgs[index])
         return "";
-    return last_msgs[index];
+    return m->msgs[index];
 }
 
 int clipl_preprocess_batch(int n, const char *const *paths, int n_px, int flags, int nthreads,
@@ -198,7 +231,7 @@ int clipl_preprocess_batch(int n, const char *const *paths, int n_px, int flags,
     pthread_t *th = NULL;
     int started = 0;
 
-    last_msgs_clear();
+    msgs_set(NULL, 0);
     if (!dst || (n > 0 && !paths))
         return clipl__err(CLIPL_EINVAL, "preprocess_batch: NULL argument");
     if (n < 0)
@@ -260,8 +293,7 @@ int clipl_preprocess_batch(int n, const char *const *paths, int n_px, int flags,
     if (status_out)
         memcpy(status_out, b.status, (size_t)n * sizeof(int));
     free(b.status);
-    last_msgs = b.msgs;
-    last_n = n;
+    msgs_set(b.msgs, n);
     *dst = t;
     return CLIPL_OK;
 
@@ -269,10 +301,8 @@ fail:
     if (status_out && b.status)
         memcpy(status_out, b.status, (size_t)n * sizeof(int));
     free(b.status);
-    if (b.msgs) {
-        last_msgs = b.msgs;
-        last_n = n;
-    }
+    if (b.msgs)
+        msgs_set(b.msgs, n);
     clipl_tensor_release(t);
     return rc;
 }

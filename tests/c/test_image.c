@@ -12,6 +12,7 @@
 #include "clipl.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -765,6 +766,33 @@ static void test_extreme_aspect(void)
     free(px);
 }
 
+/* A batch on a short-lived thread: its messages are that thread's and are freed when it exits
+ * (the sanitizer build's leak checker would report them otherwise). */
+static void *batch_thread(void *arg)
+{
+    const char *const *paths = arg;
+    clipl_tensor *t = NULL;
+    int status[2];
+    int ok =
+        clipl_preprocess_batch(2, paths, 32, CLIPL_BATCH_SKIP_BAD, 1, &t, status) == CLIPL_OK &&
+        status[0] == 0 && status[1] != 0 &&
+        strstr(clipl_preprocess_batch_message(1), paths[1]) != NULL;
+    clipl_tensor_release(t);
+    return ok ? arg : NULL;
+}
+
+static void test_batch_thread(void)
+{
+    char bad[512];
+    snprintf(bad, sizeof bad, "%s/missing.png", tmpdir);
+    const char *paths[2] = {GOLDEN "images/coins.png", bad};
+    pthread_t th;
+    void *res = NULL;
+    CHECK(pthread_create(&th, NULL, batch_thread, (void *)paths) == 0);
+    CHECK(pthread_join(th, &res) == 0);
+    CHECK(res == (void *)paths);
+}
+
 static void test_autorotate(void)
 {
     /* The goldens carry no EXIF orientation: autorotate must change nothing for them. */
@@ -791,6 +819,7 @@ int main(void)
     test_bad_files();
     test_batch();
     test_extreme_aspect();
+    test_batch_thread();
     test_autorotate();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
