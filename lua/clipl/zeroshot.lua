@@ -495,4 +495,6 @@ function Job:wait()
     return t, bad
 end
 
+M.Job = Job
+
 return {zeroshot = M, preprocess_batch_start = M.preprocess_batch_start}
