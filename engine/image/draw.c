@@ -21,8 +21,8 @@
 enum { SS = 4, MAX_VERTS = 72, HEART_POINTS = 64 };
 
 static const char *const SHAPE_NAMES[CLIPL_SHAPE_COUNT] = {
-    "circle", "square", "triangle", "star", "hexagon", "cross", "heart", "diamond", "ring",
-    "pentagon"};
+    "circle", "square", "triangle", "star", "hexagon",
+    "cross",  "heart",  "diamond",  "ring", "pentagon"};
 
 const char *clipl_shape_name(int kind)
 {
@@ -101,8 +101,7 @@ static int unit_polygon(int kind, double *x, double *y)
         }
         return n;
     }
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -265,9 +264,8 @@ static int check_item(const clipl_draw_item *it, const char *op, int index)
     if (it->kind < 0 || it->kind >= CLIPL_SHAPE_COUNT)
         return clipl__err(CLIPL_EINVAL, "%s: item %d: unknown shape kind %d (0..%d)", op, index,
                           (int)it->kind, CLIPL_SHAPE_COUNT - 1);
-    if (!isfinite(it->cx) || !isfinite(it->cy) || !isfinite(it->angle) ||
-        !isfinite(it->radius) || it->radius < 0 || it->radius > 1e5 || fabsf(it->cx) > 1e6 ||
-        fabsf(it->cy) > 1e6)
+    if (!isfinite(it->cx) || !isfinite(it->cy) || !isfinite(it->angle) || !isfinite(it->radius) ||
+        it->radius < 0 || it->radius > 1e5 || fabsf(it->cx) > 1e6 || fabsf(it->cy) > 1e6)
         return clipl__err(CLIPL_EINVAL,
                           "%s: item %d: bad geometry (cx %g, cy %g, radius %g, angle %g): "
                           "expected finite values and 0 <= radius <= 1e5",
@@ -306,10 +304,7 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static uint8_t clamp_u8(double v)
-{
-    return v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)lrint(v);
-}
+static uint8_t clamp_u8(double v) { return v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)lrint(v); }
 
 /* Weight of colour a (0..1) at projected coordinate u for bands of width half. */
 static double band_weight(double u, double half)
@@ -335,9 +330,7 @@ static void draw_background(const canvas *cv, const clipl_draw_scene *s)
                 wa = ext > 0 ? 1 - (u / ext + 1) / 2 : 1;
                 wa = wa < 0 ? 0 : wa > 1 ? 1 : wa;
                 break;
-            case CLIPL_BG_STRIPES:
-                wa = band_weight(u, half);
-                break;
+            case CLIPL_BG_STRIPES: wa = band_weight(u, half); break;
             case CLIPL_BG_CHECKER: {
                 int n = 0;
                 for (int j = 0; j < SS; j++)
@@ -349,8 +342,7 @@ static void draw_background(const canvas *cv, const clipl_draw_scene *s)
                 wa = n / (double)(SS * SS);
                 break;
             }
-            default:
-                break;
+            default: break;
             }
             for (int c = 0; c < 3; c++) {
                 double v = s->bg_b[c] + (s->bg_a[c] - s->bg_b[c]) * wa;
@@ -372,16 +364,15 @@ static int check_scene(const clipl_draw_scene *s, const char *op, int index)
     if (s->background < 0 || s->background >= CLIPL_BG_COUNT)
         return clipl__err(CLIPL_EINVAL, "%s: scene %d: unknown background kind %d (0..%d)", op,
                           index, (int)s->background, CLIPL_BG_COUNT - 1);
-    if (!isfinite(s->bg_angle) || !isfinite(s->bg_noise) || s->bg_noise < 0 ||
-        s->bg_noise > 255)
+    if (!isfinite(s->bg_angle) || !isfinite(s->bg_noise) || s->bg_noise < 0 || s->bg_noise > 255)
         return clipl__err(CLIPL_EINVAL,
                           "%s: scene %d: bad background angle %g or noise %g (0..255)", op, index,
                           (double)s->bg_angle, (double)s->bg_noise);
     if ((s->background == CLIPL_BG_STRIPES || s->background == CLIPL_BG_CHECKER) &&
         !(s->bg_period >= 1 && s->bg_period <= 1e6))
         return clipl__err(CLIPL_EINVAL,
-                          "%s: scene %d: stripes and checker need bg_period >= 1 pixel, got %g",
-                          op, index, (double)s->bg_period);
+                          "%s: scene %d: stripes and checker need bg_period >= 1 pixel, got %g", op,
+                          index, (double)s->bg_period);
     if (s->n_items < 0 || s->n_items > CLIPL_DRAW_MAX_ITEMS)
         return clipl__err(CLIPL_EINVAL, "%s: scene %d: n_items %d is not in 0..%d", op, index,
                           (int)s->n_items, CLIPL_DRAW_MAX_ITEMS);
@@ -394,8 +385,7 @@ static int check_scene(const clipl_draw_scene *s, const char *op, int index)
 int clipl_draw_background(clipl_tensor *canvas_t, const clipl_draw_scene *scene)
 {
     canvas cv;
-    if (canvas_of(canvas_t, "draw_background", 1, &cv) ||
-        check_scene(scene, "draw_background", 0))
+    if (canvas_of(canvas_t, "draw_background", 1, &cv) || check_scene(scene, "draw_background", 0))
         return clipl_errcode();
     draw_background(&cv, scene);
     return CLIPL_OK;
@@ -448,8 +438,8 @@ int clipl_draw_scenes(clipl_tensor *dst, int n, const clipl_draw_scene *scenes)
     if (!dst)
         return clipl__err(CLIPL_EINVAL, "draw_scenes: dst is NULL");
     if (dst->dt != CLIPL_U8 || dst->ndim != 4 || dst->shape[3] != 3 || dst->shape[0] != n)
-        return clipl__err(CLIPL_EINVAL, "draw_scenes: dst must be [%d, H, W, 3] u8, got [%s] %s",
-                          n, clipl__tshape(sh, sizeof sh, dst), clipl_dtype_name(dst->dt));
+        return clipl__err(CLIPL_EINVAL, "draw_scenes: dst must be [%d, H, W, 3] u8, got [%s] %s", n,
+                          clipl__tshape(sh, sizeof sh, dst), clipl_dtype_name(dst->dt));
     if (n > 0 && !scenes)
         return clipl__err(CLIPL_EINVAL, "draw_scenes: scenes is NULL");
     if (clipl__check_writable(dst, "draw_scenes"))
@@ -460,8 +450,12 @@ int clipl_draw_scenes(clipl_tensor *dst, int n, const clipl_draw_scene *scenes)
     int nt = clipl_get_num_threads();
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (n > 1 && nt > 1)
     for (int i = 0; i < n; i++) {
-        canvas cv = {(uint8_t *)dst->ptr + i * dst->strides[0], (int)dst->shape[2],
-                     (int)dst->shape[1], dst->strides[1], dst->strides[2], dst->strides[3]};
+        canvas cv = {(uint8_t *)dst->ptr + i * dst->strides[0],
+                     (int)dst->shape[2],
+                     (int)dst->shape[1],
+                     dst->strides[1],
+                     dst->strides[2],
+                     dst->strides[3]};
         draw_background(&cv, &scenes[i]);
         for (int k = 0; k < scenes[i].n_items; k++)
             draw_item(&cv, &scenes[i].items[k]);
@@ -484,8 +478,7 @@ int clipl_draw_normalize(const clipl_tensor *src, clipl_tensor **dst)
     if (!src)
         return clipl__err(CLIPL_EINVAL, "draw_normalize: src is NULL");
     int batched = src->ndim == 4;
-    if (src->dt != CLIPL_U8 || (src->ndim != 3 && src->ndim != 4) ||
-        src->shape[src->ndim - 1] != 3)
+    if (src->dt != CLIPL_U8 || (src->ndim != 3 && src->ndim != 4) || src->shape[src->ndim - 1] != 3)
         return clipl__err(CLIPL_EINVAL,
                           "draw_normalize: expected [N, H, W, 3] or [H, W, 3] u8, got [%s] %s",
                           clipl__tshape(sh, sizeof sh, src), clipl_dtype_name(src->dt));
@@ -543,8 +536,8 @@ static int save_pixels(const uint8_t *px, int w, int h, int bands, const char *p
     if (quality < 0 || quality > 100)
         return clipl__err(CLIPL_EINVAL, "%s: quality %d is not in 0..100", op, quality);
     if (w <= 0 || h <= 0)
-        return clipl__err(CLIPL_EINVAL, "%s: cannot save an empty %d x %d image to '%s'", op, w,
-                          h, path);
+        return clipl__err(CLIPL_EINVAL, "%s: cannot save an empty %d x %d image to '%s'", op, w, h,
+                          path);
     int fmt = ends_with(path, ".png")    ? 0
               : ends_with(path, ".jpg")  ? 1
               : ends_with(path, ".jpeg") ? 1
@@ -555,12 +548,12 @@ static int save_pixels(const uint8_t *px, int w, int h, int bands, const char *p
                           "%s: '%s': unknown image format (use a .png, .jpg, .jpeg or .webp name)",
                           op, path);
     if (fmt == 1 && (bands == 2 || bands == 4))
-        return clipl__err(CLIPL_EINVAL, "%s: '%s': JPEG has no alpha channel (%d bands)", op,
-                          path, bands);
+        return clipl__err(CLIPL_EINVAL, "%s: '%s': JPEG has no alpha channel (%d bands)", op, path,
+                          bands);
     if (clipl__vips_init())
         return clipl_errcode();
-    VipsImage *im = vips_image_new_from_memory(px, (size_t)w * h * bands, w, h, bands,
-                                               VIPS_FORMAT_UCHAR);
+    VipsImage *im =
+        vips_image_new_from_memory(px, (size_t)w * h * bands, w, h, bands, VIPS_FORMAT_UCHAR);
     if (!im)
         goto vips_fail;
     im->Type = bands >= 3 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_B_W;
@@ -575,7 +568,7 @@ static int save_pixels(const uint8_t *px, int w, int h, int bands, const char *p
     if (rc)
         goto vips_fail;
     return CLIPL_OK;
-vips_fail: {
+vips_fail : {
     char msg[512];
     snprintf(msg, sizeof msg, "%s", vips_error_buffer());
     vips_error_clear();

@@ -340,8 +340,7 @@ static int add_word_pairs(pairmap *pm, const word *w, int64_t sign)
     return 0;
 }
 
-int clipl_bpe_trainer_learn(clipl_bpe_trainer *b, int n_merges, int64_t min_count,
-                            int *n_learned)
+int clipl_bpe_trainer_learn(clipl_bpe_trainer *b, int n_merges, int64_t min_count, int *n_learned)
 {
     if (n_learned)
         *n_learned = 0;
