@@ -1,9 +1,10 @@
 """Part of bench/preprocess_check: writes synthetic test images of many modes and formats into
 argv[1], and for each the reference tensor of OpenAI's _transform(224) (Pillow + torchvision) as
 <name>.npy, plus list.txt: name, Pillow mode, npy file, options."""
-import hashlib
 import os
+import shutil
 import struct
+import subprocess
 import sys
 import zlib
 
@@ -128,6 +129,19 @@ exif[0x0112] = 6  # orientation: rotate 90 CW to display
 Image.fromarray(picture(500, 300, 3)).save(os.path.join(out, "exif6.jpg"), quality=90, exif=exif)
 add("exif6.jpg")
 add("exif6.jpg", "autorotate")
+
+# HEIF and AVIF: Pillow 9.4 cannot read them, so the reference is Pillow's pipeline on the pixels
+# libvips decodes (saved losslessly as PNG): this checks everything after the decoder.
+if shutil.which("vips"):
+    src = os.path.join(out, "rgb.jpg")
+    for ext in ("avif", "heic"):
+        enc = os.path.join(out, "rgb." + ext)
+        dec = os.path.join(out, "rgb_" + ext + "_decoded.png")
+        if subprocess.call(["vips", "copy", src, enc], stderr=subprocess.DEVNULL) == 0 and \
+                subprocess.call(["vips", "copy", enc, dec], stderr=subprocess.DEVNULL) == 0:
+            t = transform(224)(Image.open(dec))
+            np.save(enc + ".npy", t.numpy().astype("<f4"))
+            items.append(("rgb." + ext, "(vips)", "rgb." + ext + ".npy", "-"))
 
 with open(os.path.join(out, "list.txt"), "w") as f:
     for it in items:
