@@ -761,7 +761,7 @@ CLIPL_API size_t clipl_image_nbytes(const clipl_image *img);
 /* The pixels as a new [H, W, bands] u8 tensor (i32 for CLIPL_IMAGE_I). */
 CLIPL_API int clipl_image_to_tensor(const clipl_image *img, clipl_tensor **dst);
 /* Resizes with Pillow's bicubic (a = -0.5, antialiased when shrinking, 8-bit fixed point, RGBA
- * and LA premultiplied; P, PA nearest) to width x height, as Pillow 9.4's Image.resize(size,
+ * and LA premultiplied; P, PA, 1 nearest) to width x height, as Pillow 9.4's Image.resize(size,
  * BICUBIC). *dst receives a new image of the same mode. */
 CLIPL_API int clipl_image_resize(const clipl_image *img, int width, int height, clipl_image **dst);
 /* The same image converted to RGB as Pillow's convert('RGB') (alpha dropped, grey replicated,
