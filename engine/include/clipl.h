@@ -1017,6 +1017,11 @@ CLIPL_API int clipl_sgd_step(int n, clipl_tensor *const *params, clipl_tensor *c
                              clipl_tensor *const *momentum_buf, const double *lr,
                              const double *weight_decay, double momentum, double dampening,
                              int nesterov, int first);
+/* Gives a read-only tensor (a file mapping) a private writable copy of its data, in place: the
+ * header stays the same, so every holder of t sees the copy, which is contiguous. Other tensors
+ * over the mapping keep reading the file. No-op for a writable tensor. Optimizers call it before
+ * the first update. */
+CLIPL_API int clipl_tensor_make_writable(clipl_tensor *t);
 /* *norm = the L2 norm of n tensors taken together as one vector (any float dtype and strides),
  * accumulated in double: the global norm of gradient clipping. */
 CLIPL_API int clipl_global_norm(int n, clipl_tensor *const *ts, double *norm);
