@@ -34,9 +34,9 @@ typedef struct clipl__node clipl__node;
 typedef int (*clipl__bwd_fn)(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin);
 
 typedef struct clipl__edge {
-    clipl__node *fn;     /* producer of the input (one reference) or NULL */
-    clipl_tensor *leaf;  /* the input when it is a leaf that requires grad (one reference) */
-    int32_t dt, ndim;    /* the input's dtype and shape: gradients are given in them */
+    clipl__node *fn;    /* producer of the input (one reference) or NULL */
+    clipl_tensor *leaf; /* the input when it is a leaf that requires grad (one reference) */
+    int32_t dt, ndim;   /* the input's dtype and shape: gradients are given in them */
     int64_t shape[CLIPL_MAX_DIMS];
 } clipl__edge;
 
@@ -86,8 +86,8 @@ int clipl__sum_to(const clipl_tensor *g, int ndim, const int64_t *shape, clipl_t
 int clipl__ag_view_op(int kind, const clipl_tensor *t, clipl_tensor **dst, int ndim,
                       const int64_t *args);
 enum {
-    CLIPL__V_NARROW, /* args: dim, start, length */
-    CLIPL__V_SELECT, /* dim, index */
+    CLIPL__V_NARROW,    /* args: dim, start, length */
+    CLIPL__V_SELECT,    /* dim, index */
     CLIPL__V_TRANSPOSE, /* d0, d1 */
     CLIPL__V_PERMUTE,   /* ndim entries */
     CLIPL__V_VIEW,      /* ndim sizes */
@@ -124,11 +124,11 @@ int clipl__ag_matmul(const clipl_tensor *a, const clipl_tensor *b, const clipl_t
                      clipl_tensor **dst, const clipl_matmul_opts *opts);
 int clipl__ag_linear(const clipl_tensor *x, const clipl_tensor *weight, const clipl_tensor *bias,
                      clipl_tensor **dst, int act);
-int clipl__ag_conv2d(const clipl_tensor *src, const clipl_tensor *weights,
-                     const clipl_tensor *bias, clipl_tensor **dst, const clipl_conv2d_opts *opts);
-int clipl__ag_batch_norm(const clipl_tensor *src, const clipl_tensor *mean,
-                         const clipl_tensor *var, const clipl_tensor *weight,
-                         const clipl_tensor *bias, clipl_tensor **dst, double eps);
+int clipl__ag_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const clipl_tensor *bias,
+                     clipl_tensor **dst, const clipl_conv2d_opts *opts);
+int clipl__ag_batch_norm(const clipl_tensor *src, const clipl_tensor *mean, const clipl_tensor *var,
+                         const clipl_tensor *weight, const clipl_tensor *bias, clipl_tensor **dst,
+                         double eps);
 int clipl__ag_layer_norm(const clipl_tensor *src, int norm_ndim, const clipl_tensor *weight,
                          const clipl_tensor *bias, clipl_tensor **dst, double eps,
                          clipl_tensor **mean, clipl_tensor **rstd);

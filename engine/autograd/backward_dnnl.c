@@ -5,8 +5,8 @@
  * (inference statistics) and attention (from its saved probabilities) are composed from forward
  * ops; pooling backward is a C loop over the windows (PyTorch's window and divisor rules).
  */
-#include "autograd.h"
 #include "../ops/dnnl_util.h"
+#include "autograd.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -105,8 +105,8 @@ int clipl__eltwise_backward(const clipl_tensor *src, const clipl_tensor *g, clip
         TRY(clipl__dnnl_check(
             dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, alg, &md, alpha, beta), op,
             "descriptor"));
-        TRY(clipl__dnnl_check(dnnl_eltwise_backward_desc_init(&bd, alg, &md, &md, alpha, beta),
-                              op, "descriptor"));
+        TRY(clipl__dnnl_check(dnnl_eltwise_backward_desc_init(&bd, alg, &md, &md, alpha, beta), op,
+                              "descriptor"));
         clipl__prim *p = bwd_prim(&k, &fd, &bd, op);
         if (!p) {
             rc = clipl_errcode();
@@ -224,8 +224,7 @@ int clipl__ag_softmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int 
 static int bwd_layer_norm(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
 {
     const char *op = "layer_norm backward";
-    const clipl_tensor *x = n->saved[0], *w = n->saved[1], *mean = n->saved[2],
-                       *rstd = n->saved[3];
+    const clipl_tensor *x = n->saved[0], *w = n->saved[1], *mean = n->saved[2], *rstd = n->saved[3];
     int norm_ndim = (int)n->iv[0], rc;
     double eps = n->fv[0];
     bool has_w = n->iv[1], has_b = n->iv[2];
@@ -237,7 +236,7 @@ static int bwd_layer_norm(clipl__node *n, const clipl_tensor *g, clipl_tensor **
         N *= x->shape[i];
     int64_t psh[1] = {N}, msh[1] = {M};
     clipl_tensor *xc = NULL, *gc = NULL, *var = NULL, *wc = NULL, *gx = NULL, *gw = NULL,
-                 *gb = NULL;
+                 *gb = NULL, *zb = NULL;
     TRY(contig(x, x->dt, &xc));
     TRY(contig(g, x->dt, &gc));
     if (!(gx = clipl_tensor_empty(x->dt, x->ndim, x->shape)) ||
@@ -260,8 +259,7 @@ static int bwd_layer_norm(clipl__node *n, const clipl_tensor *g, clipl_tensor **
         TRY(clipl__dnnl_md_dims(&dmd, 2, dsh, dst_, x->dt, op));
         TRY(clipl__dnnl_md_dims(&smd, 1, msh, one, CLIPL_F32, op));
         TRY(clipl__dnnl_md_dims(&pmd, 1, psh, one, CLIPL_F32, op));
-        unsigned flags = dnnl_use_global_stats * 0 | (has_w ? dnnl_use_scale : 0) |
-                         (has_b ? dnnl_use_shift : 0);
+        unsigned flags = (has_w ? dnnl_use_scale : 0) | (has_b ? dnnl_use_shift : 0);
         clipl__key k;
         clipl__key_init(&k, "layer_norm_bwd");
         clipl__key_md(&k, &dmd);
@@ -290,8 +288,15 @@ static int bwd_layer_norm(clipl__node *n, const clipl_tensor *g, clipl_tensor **
             args[na++] = (clipl__arg){DNNL_ARG_SCALE, &pmd, wc->ptr};
             args[na++] = (clipl__arg){DNNL_ARG_DIFF_SCALE, &pmd, gw->ptr};
         }
-        if (has_b)
+        if (has_b) { /* the shift itself does not enter the gradients; oneDNN asks for it */
+            if (!(zb = clipl_tensor_zeros(CLIPL_F32, 1, psh))) {
+                clipl__prim_release(p);
+                rc = clipl_errcode();
+                goto out;
+            }
+            args[na++] = (clipl__arg){DNNL_ARG_SHIFT, &pmd, zb->ptr};
             args[na++] = (clipl__arg){DNNL_ARG_DIFF_SHIFT, &pmd, gb->ptr};
+        }
         rc = clipl__prim_exec(p, na, args, op);
         clipl__prim_release(p);
         if (rc)
@@ -315,6 +320,7 @@ out:
     clipl_tensor_release(gx);
     clipl_tensor_release(gw);
     clipl_tensor_release(gb);
+    clipl_tensor_release(zb);
     return rc;
 }
 
@@ -374,8 +380,8 @@ static int bwd_matmul(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
         TRY(clipl_matmul(t, gs, NULL, &p, NULL));
         TRY(sum_to_edge(n, 1, p, &gin[1]));
     }
-    if (clipl__node_needs(n, 2))
-        TRY(sum_to_edge(n, 2, g, &gin[2]));
+    if (clipl__node_needs(n, 2)) /* the forward scales (a @ b + bias): oneDNN's output scale */
+        TRY(sum_to_edge(n, 2, gs, &gin[2]));
 out:
     clipl_tensor_release(gs);
     clipl_tensor_release(t);
@@ -524,8 +530,8 @@ static int bwd_conv(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
     TRY(contig(g, dt, &gc));
     dnnl_convolution_desc_t fd;
     TRY(clipl__dnnl_check(dnnl_dilated_convolution_forward_desc_init(
-                              &fd, dnnl_forward_training, dnnl_convolution_direct, &xmd, &wmd,
-                              &bmd, &ymd, G.strides, G.dilates, G.pad_l, G.pad_r),
+                              &fd, dnnl_forward_training, dnnl_convolution_direct, &xmd, &wmd, &bmd,
+                              &ymd, G.strides, G.dilates, G.pad_l, G.pad_r),
                           op, "descriptor"));
     if (clipl__node_needs(n, 0)) {
         TRY(contig(w, dt, &wc));
@@ -608,8 +614,8 @@ out:
     return rc;
 }
 
-int clipl__ag_conv2d(const clipl_tensor *src, const clipl_tensor *weights,
-                     const clipl_tensor *bias, clipl_tensor **dst, const clipl_conv2d_opts *opts)
+int clipl__ag_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const clipl_tensor *bias,
+                     clipl_tensor **dst, const clipl_conv2d_opts *opts)
 {
     clipl_conv2d_opts o = {{1, 1}, {0, 0}, {1, 1}, 1, CLIPL_ACT_NONE, 0, 0};
     if (opts) {
@@ -662,8 +668,7 @@ static int chan_view(const clipl_tensor *t, int ndim, int64_t C, clipl_tensor **
 
 static int bwd_batch_norm(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
 {
-    const clipl_tensor *x = n->saved[0], *mean = n->saved[1], *var = n->saved[2],
-                       *w = n->saved[3];
+    const clipl_tensor *x = n->saved[0], *mean = n->saved[1], *var = n->saved[2], *w = n->saved[3];
     int nd = n->in[0].ndim, rc;
     int64_t C = n->in[0].shape[1], s[CLIPL_MAX_DIMS];
     for (int i = 0; i < nd; i++)
@@ -709,9 +714,9 @@ out:
     return rc;
 }
 
-int clipl__ag_batch_norm(const clipl_tensor *src, const clipl_tensor *mean,
-                         const clipl_tensor *var, const clipl_tensor *weight,
-                         const clipl_tensor *bias, clipl_tensor **dst, double eps)
+int clipl__ag_batch_norm(const clipl_tensor *src, const clipl_tensor *mean, const clipl_tensor *var,
+                         const clipl_tensor *weight, const clipl_tensor *bias, clipl_tensor **dst,
+                         double eps)
 {
     clipl__grad_off++;
     int rc = clipl_batch_norm(src, mean, var, weight, bias, dst, eps);
@@ -805,8 +810,8 @@ int clipl__ag_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int6
     clipl__grad_off--;
     if (rc)
         return rc;
-    clipl__node *n = clipl__node_new(kind == CLIPL_POOL_MAX ? "max_pool2d" : "avg_pool2d",
-                                     bwd_pool, 1, &src);
+    clipl__node *n =
+        clipl__node_new(kind == CLIPL_POOL_MAX ? "max_pool2d" : "avg_pool2d", bwd_pool, 1, &src);
     if (n) {
         int64_t v[7] = {kind, kh, kw, sh > 0 ? sh : kh, sw > 0 ? sw : kw, ph, pw};
         memcpy(n->iv, v, sizeof v);

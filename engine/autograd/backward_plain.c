@@ -85,9 +85,9 @@ static int bwd_view(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
     }
 }
 
-static const char *view_names[] = {"narrow", "select",    "transpose", "permute",
-                                   "view",   "reshape",   "expand",    "unsqueeze",
-                                   "squeeze", "contiguous", "clone",    "to"};
+static const char *view_names[] = {"narrow",  "select",     "transpose", "permute",
+                                   "view",    "reshape",    "expand",    "unsqueeze",
+                                   "squeeze", "contiguous", "clone",     "to"};
 
 int clipl__ag_view_op(int kind, const clipl_tensor *t, clipl_tensor **dst, int ndim,
                       const int64_t *a)
@@ -136,7 +136,8 @@ static int cmp_weight(const clipl_tensor *a, const clipl_tensor *b, double s, in
     int strict = op == CLIPL_BIN_MAX ? CLIPL_BIN_GT : CLIPL_BIN_LT;
     clipl_tensor *m1 = NULL, *m2 = NULL, *f1 = NULL;
     TRY(b ? clipl_binary(a, b, &m1, strict) : clipl_binary_scalar(a, s, &m1, strict, 0));
-    TRY(b ? clipl_binary(a, b, &m2, CLIPL_BIN_EQ) : clipl_binary_scalar(a, s, &m2, CLIPL_BIN_EQ, 0));
+    TRY(b ? clipl_binary(a, b, &m2, CLIPL_BIN_EQ)
+          : clipl_binary_scalar(a, s, &m2, CLIPL_BIN_EQ, 0));
     TRY(clipl_tensor_to(m1, &f1, CLIPL_F32));
     rc = clipl_add(f1, m2, w, 0.5);
 out:
@@ -401,8 +402,7 @@ static int bwd_reduce(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
     case CLIPL__R_NORM: {
         /* d|x|_p = sign(x) |x|^(p-1) / norm^(p-1); p = inf: sign(x) where |x| == norm */
         double p = n->fv[0];
-        clipl_tensor *x = n->saved[0], *nk = NULL, *ax = NULL, *sg = NULL, *num = NULL,
-                     *den = NULL;
+        clipl_tensor *x = n->saved[0], *nk = NULL, *ax = NULL, *sg = NULL, *num = NULL, *den = NULL;
         rc = unreduce(n, n->saved[2], &nk);
         if (!rc)
             rc = clipl_eltwise(x, &ax, CLIPL_ACT_ABS, 0, 0);

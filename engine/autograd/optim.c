@@ -22,8 +22,8 @@ static int check_param(const char *op, int i, const clipl_tensor *p, const clipl
     if (rc)
         return rc;
     if (!clipl__same_shape(p, g))
-        return clipl__err(CLIPL_ESHAPE, "%s: gradient [%s] of parameter %d does not match [%s]",
-                          op, clipl__tshape(b1, sizeof b1, g), i, clipl__tshape(b2, sizeof b2, p));
+        return clipl__err(CLIPL_ESHAPE, "%s: gradient [%s] of parameter %d does not match [%s]", op,
+                          clipl__tshape(b1, sizeof b1, g), i, clipl__tshape(b2, sizeof b2, p));
     const clipl_tensor *st[2] = {s1, s2};
     for (int k = 0; k < 2; k++) {
         if (!st[k])
@@ -55,12 +55,11 @@ int clipl_adamw_step(int n, clipl_tensor *const *params, clipl_tensor *const *gr
                      double beta1, double beta2, double eps)
 {
     const char *op = "adamw";
-    if (n < 0 || (n > 0 && (!params || !grads || !exp_avg || !exp_avg_sq || !lr ||
-                            !weight_decay || !step)))
+    if (n < 0 ||
+        (n > 0 && (!params || !grads || !exp_avg || !exp_avg_sq || !lr || !weight_decay || !step)))
         return clipl__err(CLIPL_EINVAL, "%s: NULL array argument", op);
     if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0))
-        return clipl__err(CLIPL_EINVAL, "%s: bad betas (%g, %g) or eps %g", op, beta1, beta2,
-                          eps);
+        return clipl__err(CLIPL_EINVAL, "%s: bad betas (%g, %g) or eps %g", op, beta1, beta2, eps);
     for (int i = 0; i < n; i++) {
         int rc = check_param(op, i, params[i], grads[i], exp_avg[i], exp_avg_sq[i]);
         if (rc)
@@ -80,8 +79,7 @@ int clipl_adamw_step(int n, clipl_tensor *const *params, clipl_tensor *const *gr
         const float *gp = g->ptr;
         int64_t len = clipl_tensor_numel(params[i]);
         double bc1 = 1 - pow(beta1, (double)step[i]), bc2 = 1 - pow(beta2, (double)step[i]);
-        double decay = 1 - lr[i] * weight_decay[i], step_size = lr[i] / bc1,
-               sbc2 = sqrt(bc2);
+        double decay = 1 - lr[i] * weight_decay[i], step_size = lr[i] / bc1, sbc2 = sqrt(bc2);
 #pragma omp parallel for schedule(static) if (len > 32768)
         for (int64_t j = 0; j < len; j++) {
             double gj = gp[j];
@@ -160,5 +158,40 @@ int clipl_global_norm(int n, clipl_tensor *const *ts, double *norm)
         clipl_tensor_release(g);
     }
     *norm = sqrt(s);
+    return CLIPL_OK;
+}
+
+int clipl_tensor_make_writable(clipl_tensor *t)
+{
+    if (!t)
+        return clipl__err(CLIPL_EINVAL, "make_writable: NULL tensor");
+    if (!(t->flags & CLIPL_TF_READONLY))
+        return CLIPL_OK;
+    int64_t n = clipl_tensor_numel(t), st[CLIPL_MAX_DIMS] = {0};
+    int es = clipl_dtype_size(t->dt);
+    clipl_storage *s = clipl__storage_new((size_t)n * (size_t)es, false);
+    if (!s)
+        return clipl_errcode();
+    clipl__contiguous_strides(t->ndim, t->shape, st);
+    clipl_tensor *c = clipl__tensor_wrap(s, t->dt, t->ndim, t->shape, st, 0);
+    clipl_storage_release(s);
+    if (!c)
+        return clipl_errcode();
+    clipl__grad_off++; /* a plain copy, not an op on the tape */
+    int rc = clipl_tensor_copy_(c, t);
+    clipl__grad_off--;
+    if (rc) {
+        clipl_tensor_release(c);
+        return rc;
+    }
+    /* swap the storages: t takes the copy, the temporary header drops the mapping */
+    clipl_storage *old = t->storage;
+    t->storage = c->storage;
+    c->storage = old;
+    t->ptr = c->ptr;
+    t->offset = 0;
+    memcpy(t->strides, c->strides, sizeof t->strides);
+    t->flags &= ~CLIPL_TF_READONLY;
+    clipl_tensor_release(c);
     return CLIPL_OK;
 }

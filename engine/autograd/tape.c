@@ -453,7 +453,8 @@ int clipl_backward(const clipl_tensor *t, const clipl_tensor *grad, int retain_g
     int rc;
     if (grad) {
         if (!clipl__same_shape(grad, t))
-            return clipl__err(CLIPL_ESHAPE, "backward: gradient [%s] does not match the tensor [%s]",
+            return clipl__err(CLIPL_ESHAPE,
+                              "backward: gradient [%s] does not match the tensor [%s]",
                               clipl__tshape(b1, sizeof b1, grad), clipl__tshape(b2, sizeof b2, t));
         if ((rc = clipl_tensor_to(grad, &g0, t->dt)))
             return rc;

@@ -1,8 +1,8 @@
 /*
  * tensor.c - tensor headers, views, copies and dtype conversion.
  */
-#include "internal.h"
 #include "../autograd/autograd.h"
+#include "internal.h"
 
 #include <math.h>
 #include <stdatomic.h>

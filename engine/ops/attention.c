@@ -5,8 +5,8 @@
  *   probs  = softmax(scores, -1)      (f32)
  *   dst    = probs @ v
  */
-#include "dnnl_util.h"
 #include "../autograd/autograd.h"
+#include "dnnl_util.h"
 
 #include <math.h>
 

@@ -6,6 +6,7 @@
  * binary primitive (through the shared primitive cache of dnnl_util); everything else runs on
  * strided C loops over clipl__iter, split over OpenMP threads when large.
  */
+#include "../autograd/autograd.h"
 #include "dnnl_util.h"
 #include "plain.h"
 
@@ -416,6 +417,8 @@ static int out_dtype(int op, int common)
 static int binary_alpha(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **dst, int op,
                         double alpha)
 {
+    if (CLIPL__AG_ON2(a, b))
+        return clipl__ag_binary(a, b, dst, op, alpha);
     int rc = check_op(op), ndim;
     int64_t shape[CLIPL_MAX_DIMS];
     if (rc)
@@ -447,6 +450,8 @@ int clipl_binary(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor **ds
 
 static int inplace_alpha(clipl_tensor *a, const clipl_tensor *b, int op, double alpha)
 {
+    if (clipl__ag_inplace(op >= 0 && op <= CLIPL_BIN_GE ? op_names[op] : "binary_", a, b))
+        return clipl_errcode();
     char b1[128], b2[128];
     int rc = check_op(op), ndim;
     int64_t shape[CLIPL_MAX_DIMS];
@@ -494,6 +499,8 @@ static bool scalar_needs_float(int dt, int op, double s)
 
 int clipl_binary_scalar(const clipl_tensor *a, double s, clipl_tensor **dst, int op, int reversed)
 {
+    if (CLIPL__AG_ON1(a))
+        return clipl__ag_binary_scalar(a, s, dst, op, reversed);
     int rc = check_op(op);
     if (rc)
         return rc;
@@ -519,6 +526,8 @@ int clipl_binary_scalar(const clipl_tensor *a, double s, clipl_tensor **dst, int
 
 int clipl_binary_scalar_(clipl_tensor *a, double s, int op, int reversed)
 {
+    if (clipl__ag_inplace(op >= 0 && op <= CLIPL_BIN_GE ? op_names[op] : "binary_", a, NULL))
+        return clipl_errcode();
     int rc = check_op(op);
     if (rc)
         return rc;

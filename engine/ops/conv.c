@@ -4,8 +4,8 @@
  * reordered to and from them around the call, weights too unless they were prepared once with
  * clipl_conv2d_prepare.
  */
-#include "dnnl_util.h"
 #include "../autograd/autograd.h"
+#include "dnnl_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -402,7 +402,8 @@ void clipl_conv2d_weights_free(clipl_conv2d_weights *cw)
 int clipl_conv2d_apply(const clipl_conv2d_weights *cw, const clipl_tensor *src, clipl_tensor **dst)
 {
     if (CLIPL__AG_ON1(src))
-        return clipl__ag_no_backward("conv2d", "use clipl_conv2d with the weight tensor for training");
+        return clipl__ag_no_backward("conv2d",
+                                     "use clipl_conv2d with the weight tensor for training");
     const char *op = "conv2d";
     if (!cw)
         return clipl__err(CLIPL_EINVAL, "%s: NULL weights", op);

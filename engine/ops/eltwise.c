@@ -2,8 +2,8 @@
  * eltwise.c - elementwise activations on oneDNN's eltwise primitive (relu, gelu, quick_gelu,
  * sigmoid, tanh, exp, log, sqrt, abs, clamp, linear, pow, ...).
  */
-#include "dnnl_util.h"
 #include "../autograd/autograd.h"
+#include "dnnl_util.h"
 
 /* dst = act(src) for two buffers of the same dense geometry md. */
 static int eltwise_run(const dnnl_memory_desc_t *md, const void *src, void *dst, int act,

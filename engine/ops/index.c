@@ -4,6 +4,7 @@
  * Index tensors are validated in full before anything is written, so an out-of-range index is a
  * CLIPL_EINDEX error naming the value, the dim and its size, never a stray read.
  */
+#include "../autograd/autograd.h"
 #include "plain.h"
 
 #include <string.h>
@@ -57,6 +58,8 @@ static int copy_slice(clipl_tensor *dst, int64_t to, const clipl_tensor *src, in
 int clipl_index_select(const clipl_tensor *src, const clipl_tensor *index, clipl_tensor **dst,
                        int dim)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_index_select(src, index, dst, dim);
     char b1[128];
     if (!src || !index || !dst)
         return clipl__err(CLIPL_EINVAL, "index_select: NULL argument");
@@ -112,6 +115,8 @@ int clipl_index_select(const clipl_tensor *src, const clipl_tensor *index, clipl
 
 int clipl_gather(const clipl_tensor *src, const clipl_tensor *index, clipl_tensor **dst, int dim)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_gather(src, index, dst, dim);
     char b1[128], b2[128];
     if (!src || !index || !dst)
         return clipl__err(CLIPL_EINVAL, "gather: NULL argument");
@@ -172,6 +177,8 @@ int clipl_gather(const clipl_tensor *src, const clipl_tensor *index, clipl_tenso
 
 int clipl_embedding(const clipl_tensor *ids, const clipl_tensor *weight, clipl_tensor **dst)
 {
+    if (CLIPL__AG_ON1(weight))
+        return clipl__ag_embedding(ids, weight, dst);
     char b1[128];
     if (!ids || !weight || !dst)
         return clipl__err(CLIPL_EINVAL, "embedding: NULL argument");
@@ -255,6 +262,8 @@ static inline bool truthy(const char *p, int dt)
 
 int clipl_masked_fill_(clipl_tensor *t, const clipl_tensor *mask, double value)
 {
+    if (clipl__ag_inplace("masked_fill_", t, NULL))
+        return clipl_errcode();
     if (!t || !mask)
         return clipl__err(CLIPL_EINVAL, "masked_fill: NULL argument");
     int rc = clipl__check_writable(t, "masked_fill");
@@ -279,6 +288,8 @@ int clipl_masked_fill_(clipl_tensor *t, const clipl_tensor *mask, double value)
 int clipl_masked_fill(const clipl_tensor *src, const clipl_tensor *mask, clipl_tensor **dst,
                       double value)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_masked_fill(src, mask, dst, value);
     if (!src || !mask || !dst)
         return clipl__err(CLIPL_EINVAL, "masked_fill: NULL argument");
     int rc = check_broadcast_to("masked_fill", mask, src, "mask");
@@ -297,6 +308,8 @@ int clipl_masked_fill(const clipl_tensor *src, const clipl_tensor *mask, clipl_t
 int clipl_where(const clipl_tensor *cond, const clipl_tensor *a, const clipl_tensor *b,
                 clipl_tensor **dst)
 {
+    if (CLIPL__AG_ON2(a, b))
+        return clipl__ag_where(cond, a, b, dst);
     if (!cond || !a || !b || !dst)
         return clipl__err(CLIPL_EINVAL, "where: NULL argument");
     int nd1, nd2;

@@ -1,6 +1,7 @@
 /*
  * join.c - cat (along an existing dim) and stack (along a new dim).
  */
+#include "../autograd/autograd.h"
 #include "plain.h"
 
 #include <stdlib.h>
@@ -10,6 +11,9 @@ static bool skipped(const clipl_tensor *t) { return t->ndim == 1 && t->shape[0] 
 
 int clipl_cat(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int dim)
 {
+    for (int i = 0; !clipl__grad_off && srcs && dst && i < n; i++)
+        if (clipl__ag_req(srcs[i]))
+            return clipl__ag_join(0, srcs, n, dst, dim);
     char b1[128], b2[128];
     if (!srcs || !dst || n <= 0)
         return clipl__err(CLIPL_EINVAL, "cat: expected a non-empty list of tensors, got %d", n);
@@ -74,6 +78,9 @@ int clipl_cat(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int di
 
 int clipl_stack(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int dim)
 {
+    for (int i = 0; !clipl__grad_off && srcs && dst && i < n; i++)
+        if (clipl__ag_req(srcs[i]))
+            return clipl__ag_join(1, srcs, n, dst, dim);
     char b1[128], b2[128];
     if (!srcs || !dst || n <= 0)
         return clipl__err(CLIPL_EINVAL, "stack: expected a non-empty list of tensors, got %d", n);

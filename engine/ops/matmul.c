@@ -2,8 +2,8 @@
  * matmul.c - batched matmul and linear layers on oneDNN's matmul primitive, with fused bias,
  * activation and residual-sum post-ops, and linear weights prepared once in oneDNN's layout.
  */
-#include "dnnl_util.h"
 #include "../autograd/autograd.h"
+#include "dnnl_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -439,7 +439,8 @@ int clipl_linear_apply(const clipl_linear_weights *w, const clipl_tensor *x, cli
                        const clipl_matmul_opts *opts)
 {
     if (CLIPL__AG_ON2(x, opts ? opts->accum : NULL))
-        return clipl__ag_no_backward("linear", "use clipl_linear with the weight tensor for training");
+        return clipl__ag_no_backward("linear",
+                                     "use clipl_linear with the weight tensor for training");
     const char *op = "linear";
     const clipl_matmul_opts *o = opts ? opts : &default_opts;
     int rc;

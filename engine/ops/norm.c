@@ -2,8 +2,8 @@
  * norm.c - layer norm and batch norm (inference) on oneDNN, and folding a batch norm into the
  * convolution before it.
  */
-#include "dnnl_util.h"
 #include "../autograd/autograd.h"
+#include "dnnl_util.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /*
  * pool.c - 2-d max and average pooling on oneDNN's pooling primitive (NCHW).
  */
-#include "dnnl_util.h"
 #include "../autograd/autograd.h"
+#include "dnnl_util.h"
 
 /* Output size as PyTorch computes it; returns -1 when the window does not fit. */
 static int64_t pool_out(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mode)

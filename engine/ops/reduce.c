@@ -7,6 +7,7 @@
  * integer sums in int64. Rows are split over OpenMP threads; a few very long rows are split into
  * chunks whose partial results are combined in order.
  */
+#include "../autograd/autograd.h"
 #include "plain.h"
 
 #include <math.h>
@@ -433,17 +434,23 @@ fail:
 
 int clipl_sum(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_reduce(CLIPL__R_SUM, src, dst, NULL, dim, keepdim, 0);
     return reduce(R_SUM, src, dst, NULL, dim, keepdim, 0);
 }
 
 int clipl_mean(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_reduce(CLIPL__R_MEAN, src, dst, NULL, dim, keepdim, 0);
     return reduce(R_MEAN, src, dst, NULL, dim, keepdim, 0);
 }
 
 int clipl_max(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices, int dim,
               int keepdim)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_reduce(CLIPL__R_MAX, src, values, indices, dim, keepdim, 0);
     if (!values)
         return clipl__err(CLIPL_EINVAL, "max: values slot is NULL");
     return reduce(R_MAX, src, values, indices, dim, keepdim, 0);
@@ -452,6 +459,8 @@ int clipl_max(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **ind
 int clipl_min(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices, int dim,
               int keepdim)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_reduce(CLIPL__R_MIN, src, values, indices, dim, keepdim, 0);
     if (!values)
         return clipl__err(CLIPL_EINVAL, "min: values slot is NULL");
     return reduce(R_MIN, src, values, indices, dim, keepdim, 0);
@@ -469,6 +478,8 @@ int clipl_argmin(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepd
 
 int clipl_norm(const clipl_tensor *src, clipl_tensor **dst, double p, int dim, int keepdim)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_reduce(CLIPL__R_NORM, src, dst, NULL, dim, keepdim, p);
     return reduce(R_NORM, src, dst, NULL, dim, keepdim, p);
 }
 
@@ -546,6 +557,8 @@ static void select_first(keyed *buf, int64_t n, int64_t k, keyed_cmp cmp)
 int clipl_topk(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices, int64_t k,
                int dim, int largest)
 {
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_topk(src, values, indices, k, dim, largest);
     char b1[128];
     if (!src || !values)
         return clipl__err(CLIPL_EINVAL, "topk: NULL argument");

@@ -1,8 +1,8 @@
 /*
  * softmax.c - softmax and log-softmax along any dim on oneDNN's softmax_v2 primitive.
  */
-#include "dnnl_util.h"
 #include "../autograd/autograd.h"
+#include "dnnl_util.h"
 
 int clipl_softmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int log)
 {
