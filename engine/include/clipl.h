@@ -909,6 +909,11 @@ CLIPL_API int clipl_draw_normalize(const clipl_tensor *src, clipl_tensor **dst);
 /* Saves pixels [H, W, C] u8 (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) with libvips; the format
  * follows the suffix of path: .png (lossless), .jpg / .jpeg, .webp (quality 1..100, 0 = 90). */
 CLIPL_API int clipl_draw_save(const clipl_tensor *pixels, const char *path, int quality);
+/* Saves image i of pixels [N, H, W, C] u8 to paths[i] for i < n (n <= N), as clipl_draw_save, on
+ * clipl_get_num_threads() threads. On failure, the error is that of the lowest failing index,
+ * naming its path; the other images are still written. */
+CLIPL_API int clipl_draw_save_batch(const clipl_tensor *pixels, int n, const char *const *paths,
+                                    int quality);
 /* Saves an image the same way (modes L, LA, RGB, RGBA, P, PA; other modes are refused). */
 CLIPL_API int clipl_image_save(const clipl_image *img, const char *path, int quality);
 

@@ -555,13 +555,16 @@ function shapes.generate(opts)
             local m = math.min(256, counts[split] - index)
             local scenes = shapes.sample(m, sopts)
             local px = shapes.render(scenes, base.size)
+            local paths, cpaths = {}, ffi.new("const char *[?]", m)
             for i, s in ipairs(scenes) do
                 local rel = string.format("images/%s/%06d.%s", split, index + i - 1, format)
-                check(C.clipl_draw_save(px:select(1, i), out .. "/" .. rel, opts.quality or 0), 2)
+                paths[i] = out .. "/" .. rel -- anchors the strings while C reads them
+                cpaths[i - 1] = paths[i]
                 tsv:write(rel, "\t", s.caption, "\t", attr(s.items, "colour"), "\t",
                           attr(s.items, "shape"), "\t", attr(s.items, "size"), "\t",
                           attr(s.items, "position"), "\n")
             end
+            check(C.clipl_draw_save_batch(px, m, cpaths, opts.quality or 0), 2)
             px:free()
             index = index + m
             done = done + m

@@ -363,6 +363,42 @@ static void test_save(void)
     remove(jpg);
     remove(webp);
 
+    /* a batch saved in parallel decodes to the same pixels; the first bad path is reported */
+    {
+        int64_t bs[4] = {3, 24, 40, 3};
+        clipl_tensor *batch = clipl_tensor_empty(CLIPL_U8, 4, bs);
+        for (int i = 0; i < 3; i++) {
+            clipl_tensor *one = NULL;
+            CHECK_OK(clipl_tensor_select(batch, &one, 0, i));
+            CHECK_OK(clipl_tensor_copy_(one, cv));
+            clipl_draw_item dot = item(i, 8 + 10 * i, 10, 5, 0);
+            CHECK_OK(clipl_draw_shape(one, &dot));
+            clipl_tensor_release(one);
+        }
+        char names[3][128];
+        const char *paths[3];
+        for (int i = 0; i < 3; i++) {
+            snprintf(names[i], sizeof names[i], "%s/batch%d.png", dir, i);
+            paths[i] = names[i];
+        }
+        CHECK_OK(clipl_draw_save_batch(batch, 3, paths, 0));
+        for (int i = 0; i < 3; i++) {
+            clipl_image *bi = clipl_image_load(paths[i], 0);
+            CHECK(bi && memcmp(clipl_image_pixels(bi), (uint8_t *)batch->ptr + i * 24 * 40 * 3,
+                               24 * 40 * 3) == 0);
+            clipl_image_free(bi);
+            remove(paths[i]);
+        }
+        paths[1] = "/nonexistent/dir/b1.png";
+        paths[2] = "/nonexistent/dir/b2.png";
+        CHECK_ERR(clipl_draw_save_batch(batch, 3, paths, 0), CLIPL_EIO, "b1.png': ");
+        CHECK_ERR(clipl_draw_save_batch(batch, 3, paths, 0), CLIPL_EIO, "(image 1)");
+        CHECK_ERR(clipl_draw_save_batch(batch, 4, paths, 0), CLIPL_EINVAL, "has 3 images");
+        CHECK_ERR(clipl_draw_save_batch(cv, 1, paths, 0), CLIPL_EINVAL, "[N, H, W, C]");
+        remove(paths[0]);
+        clipl_tensor_release(batch);
+    }
+
     /* errors name the op, the path or the shapes */
     CHECK_ERR(clipl_draw_save(cv, "/tmp/x.gif", 0), CLIPL_EINVAL, "unknown image format");
     CHECK_ERR(clipl_draw_save(cv, "/nonexistent/dir/x.png", 0), CLIPL_EIO,
