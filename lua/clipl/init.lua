@@ -27,6 +27,9 @@ local parts = {
     "clipl.download",
     "clipl.shapes",
     "clipl.bpe",
+    "clipl.autograd",
+    "clipl.nn",
+    "clipl.optim",
 }
 
 for k, v in pairs(tensor) do

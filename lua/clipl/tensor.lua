@@ -564,6 +564,9 @@ function mt.__index(t, k)
     if m ~= nil then
         return m
     end
+    if k == "grad" then -- the accumulated gradient (clipl.autograd sets grad_of)
+        return M.grad_of and M.grad_of(t)
+    end
     if type(k) == "number" then
         return index_tensor(t, k)
     end
