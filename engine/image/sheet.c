@@ -117,27 +117,63 @@ static char *escape_markup(const char *s)
     return out;
 }
 
-/* Draws text in colour at (x, y) of the cell, clipped to max_w pixels (and the cell). */
-static int draw_text(cell *c, const char *text, int x, int y, int max_w, const uint8_t rgb[3])
+/* Renders text (plain, escaped here) with pango: *mask (w x h alpha, g_malloc'd). */
+static int render_text(const char *text, uint8_t **mask, int *w, int *h)
 {
-    if (!text || !text[0] || max_w <= 0)
-        return CLIPL_OK;
     char *markup = escape_markup(text);
     if (!markup)
         return clipl__err(CLIPL_ENOMEM, "sheet: out of memory");
     VipsImage *t = NULL;
     int rc = CLIPL_OK;
-    if (vips_text(&t, markup, "font", FONT, "dpi", 96, NULL)) {
-        rc = vips_fail(CLIPL_EIMAGE, "could not draw the text", text);
-        goto done;
-    }
     size_t size = 0;
-    uint8_t *mask = vips_image_write_to_memory(t, &size);
-    if (!mask) {
+    *mask = NULL;
+    if (vips_text(&t, markup, "font", FONT, "dpi", 96, NULL) ||
+        !(*mask = vips_image_write_to_memory(t, &size))) {
         rc = vips_fail(CLIPL_EIMAGE, "could not draw the text", text);
-        goto done;
+    } else {
+        *w = vips_image_get_width(t);
+        *h = vips_image_get_height(t);
     }
-    int tw = vips_image_get_width(t), th = vips_image_get_height(t);
+    if (t)
+        g_object_unref(t);
+    free(markup);
+    return rc;
+}
+
+/* Draws text in colour with its top at y, left-aligned at x (right-aligned to x when right is
+ * set), within max_w pixels: a longer text is cut and ends in an ellipsis. */
+static int draw_text(cell *c, const char *text, int x, int y, int max_w, int right,
+                     const uint8_t rgb[3])
+{
+    if (!text || !text[0] || max_w <= 0)
+        return CLIPL_OK;
+    size_t len = strlen(text);
+    char *buf = malloc(len + 4);
+    if (!buf)
+        return clipl__err(CLIPL_ENOMEM, "sheet: out of memory");
+    memcpy(buf, text, len + 1);
+    uint8_t *mask = NULL;
+    int tw = 0, th = 0, rc;
+    for (;;) {
+        rc = render_text(buf, &mask, &tw, &th);
+        if (rc || tw <= max_w || len == 0)
+            break;
+        g_free(mask);
+        mask = NULL;
+        /* drop one UTF-8 character and end in "..." (U+2026) */
+        do
+            len--;
+        while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80);
+        while (len > 0 && text[len - 1] == ' ')
+            len--;
+        memcpy(buf, text, len);
+        memcpy(buf + len, "\xe2\x80\xa6", 4);
+    }
+    free(buf);
+    if (rc)
+        return rc;
+    if (right)
+        x -= tw < max_w ? tw : max_w;
     for (int j = 0; j < th; j++) {
         int yy = y + j;
         if (yy < 0 || yy >= c->h)
@@ -153,11 +189,7 @@ static int draw_text(cell *c, const char *text, int x, int y, int max_w, const u
         }
     }
     g_free(mask);
-done:
-    if (t)
-        g_object_unref(t);
-    free(markup);
-    return rc;
+    return CLIPL_OK;
 }
 
 /* The image at path shrunk to fit a box x box, as 8-bit sRGB over white: *out (w x h x 3,
@@ -268,7 +300,7 @@ int clipl_sheet_add(clipl_sheet *s, const char *path, const char *caption, int n
     free(px);
     int inner = c.w - 2 * PAD;
     int y = PAD + s->thumb + 4;
-    rc = draw_text(&c, caption, PAD, y, inner, grey_ink);
+    rc = draw_text(&c, caption, PAD, y, inner, 0, grey_ink);
     y += LINE_H;
     for (int i = 0; i < n && !rc; i++) {
         double v = values[i] != values[i] ? 0 : values[i] < 0 ? 0 : values[i] > 1 ? 1 : values[i];
@@ -276,10 +308,10 @@ int clipl_sheet_add(clipl_sheet *s, const char *path, const char *caption, int n
         fill_rect(&c, PAD, y, (int)(v * inner + 0.5), LINE_H, bar);
         char pct[32];
         snprintf(pct, sizeof pct, "%.1f%%", 100 * v);
-        int pct_w = 52;
-        rc = draw_text(&c, labels[i], PAD + 3, y + 1, inner - pct_w - 6, ink);
+        int pct_w = 50;
+        rc = draw_text(&c, labels[i], PAD + 3, y, inner - pct_w - 8, 0, ink);
         if (!rc)
-            rc = draw_text(&c, pct, PAD + inner - pct_w, y + 1, pct_w, ink);
+            rc = draw_text(&c, pct, PAD + inner - 3, y, pct_w, 1, ink);
         y += LINE_H + LINE_GAP;
     }
     if (rc) {
