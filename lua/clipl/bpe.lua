@@ -52,7 +52,8 @@ function bpe.learn(texts, opts)
     local n_merges = opt_number(opts, "merges", 1000, "bpe.learn")
     local min_count = opt_number(opts, "min_count", 1, "bpe.learn")
     if n_merges < 0 or n_merges > 48894 then
-        error("bpe.learn: merges must be in 0..48894 (OpenAI's vocabulary size), got " .. n_merges, 2)
+        error("bpe.learn: merges must be in 0..48894 (OpenAI's vocabulary size), got " ..
+            n_merges, 2)
     end
     local t = lib.check_ptr(C.clipl_bpe_trainer_new(), 2)
     t = ffi.gc(t, C.clipl_bpe_trainer_free)

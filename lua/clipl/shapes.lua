@@ -17,7 +17,7 @@ local M = {}
 local shapes = {}
 M.shapes = shapes
 
--- ---- vocabulary --------------------------------------------------------------------------------
+-- ---- vocabulary ---------------------------------------------------------------------------------
 
 --- Colour names and their RGB values.
 shapes.COLOURS = {
@@ -96,7 +96,7 @@ end
 -- a background colour must be at least this far (Euclidean RGB) from every shape's colour
 local MIN_BG_DISTANCE = 110
 
--- ---- random numbers ------------------------------------------------------------------------------
+-- ---- random numbers -----------------------------------------------------------------------------
 
 -- Uniform numbers in [0, 1) from a clip.generator, taken from a buffer refilled 1024 at a time.
 local Rng = {}
@@ -126,7 +126,7 @@ function Rng:range(lo, hi)
     return lo + (hi - lo) * self:uniform()
 end
 
--- ---- options -------------------------------------------------------------------------------------
+-- ---- options ------------------------------------------------------------------------------------
 
 local function index_by_name(list)
     local t = {}
@@ -194,7 +194,8 @@ local function config(opts)
     cfg.is_heldout = {}
     for i, p in ipairs(cfg.heldout) do
         if type(p) ~= "table" or not cfg.colour_index[p[1]] or not cfg.shape_kind[p[2]] then
-            fail("heldout[" .. i .. "] must be {colour, shape} of the colours and shapes in use, " ..
+            fail("heldout[" .. i .. "] must be {colour, shape} of the colours and shapes in " ..
+                "use, " ..
                 "got " .. (type(p) == "table" and (tostring(p[1]) .. ", " .. tostring(p[2]))
                     or tostring(p)))
         end
@@ -226,7 +227,7 @@ local function generator_of(opts)
     return tensor.default_generator()
 end
 
--- ---- sampling ------------------------------------------------------------------------------------
+-- ---- sampling -----------------------------------------------------------------------------------
 
 local function rgb_distance(a, b)
     local dr, dg, db = a[1] - b[1], a[2] - b[2], a[3] - b[3]
@@ -396,7 +397,7 @@ function shapes.sample(n, opts)
     return out, cfg
 end
 
--- ---- rendering -----------------------------------------------------------------------------------
+-- ---- rendering ----------------------------------------------------------------------------------
 
 local scene_t = ffi.typeof("clipl_draw_scene[?]")
 
@@ -477,7 +478,7 @@ function shapes.bbox(item, size)
     return {box[0], box[1], box[2], box[3]}
 end
 
--- ---- writing a data set --------------------------------------------------------------------------
+-- ---- writing a data set -------------------------------------------------------------------------
 
 pcall(ffi.cdef, "int mkdir(const char *path, unsigned int mode);")
 

@@ -20,6 +20,13 @@ local function tmp(suffix)
     return p .. suffix
 end
 
+-- the message of the error fn(...) raises (and that it raises)
+local function err_of(fn, ...)
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok)
+    return tostring(err)
+end
+
 describe("clip.bpe", function()
     local captions = select(2, clip.shapes.batch(300, {seed = 1, raw = true, two = 0.3}))
 
@@ -57,7 +64,7 @@ describe("clip.bpe", function()
         os.remove(b)
     end)
 
-    it("pre-tokenizes as OpenAI's tokenizer: words of the golden cases are one token each", function()
+    it("pre-tokenizes as OpenAI's tokenizer: golden cases' words are one token each", function()
         -- OpenAI's ids mark each word's end with a "</w>" token; a vocabulary learned to the end
         -- on the same texts must give exactly one id per such word
         local texts, words = {}, {}
@@ -125,20 +132,20 @@ describe("clip.bpe", function()
     end)
 
     it("bad arguments give clear errors", function()
-        local ok, err = pcall(clip.bpe.learn, "a red circle")
+        local err = err_of(clip.bpe.learn, "a red circle")
         assert.truthy(err:find("bpe.learn: texts must be a table of strings, got string", 1, true))
-        ok, err = pcall(clip.bpe.learn, {"ok", 42})
+        err = err_of(clip.bpe.learn, {"ok", 42})
         assert.truthy(err:find("texts[2] is a number, expected a string", 1, true))
-        ok, err = pcall(clip.bpe.learn, {"ab\255"})
-        assert.truthy(err:find("texts[1]: bpe_trainer_add: invalid UTF-8 at byte offset 2", 1, true))
-        ok, err = pcall(clip.bpe.learn, {"a"}, {merges = -1})
+        err = err_of(clip.bpe.learn, {"ab\255"})
+        assert.truthy(err:find("texts[1]: bpe_trainer_add: invalid UTF-8 at byte offset 2", 1,
+            true))
+        err = err_of(clip.bpe.learn, {"a"}, {merges = -1})
         assert.truthy(err:find("merges must be in 0..48894", 1, true))
-        ok, err = pcall(clip.bpe.learn, {"a"}, {merges = 1.5})
+        err = err_of(clip.bpe.learn, {"a"}, {merges = 1.5})
         assert.truthy(err:find("option merges must be an integer", 1, true))
-        ok, err = pcall(clip.bpe.learn, {"a b"}, {out = "/nonexistent/dir/v.gz"})
+        err = err_of(clip.bpe.learn, {"a b"}, {out = "/nonexistent/dir/v.gz"})
         assert.truthy(err:find("cannot create '/nonexistent/dir/v.gz", 1, true))
-        ok, err = pcall(clip.bpe.read_texts, "/nonexistent/captions.txt")
+        err = err_of(clip.bpe.read_texts, "/nonexistent/captions.txt")
         assert.truthy(err:find("cannot open '/nonexistent/captions.txt'", 1, true))
-        assert.is_false(ok)
     end)
 end)

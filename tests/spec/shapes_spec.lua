@@ -27,6 +27,13 @@ local function read_lines(path)
     return t
 end
 
+-- the message of the error fn(...) raises (and that it raises)
+local function err_of(fn, ...)
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok)
+    return tostring(err)
+end
+
 describe("clip.shapes", function()
     it("is deterministic from the seed", function()
         local a, ca = shapes.batch(24, {seed = 7, raw = true})
@@ -155,7 +162,8 @@ describe("clip.shapes", function()
         assert.are.equal(9, #read_lines(dir .. "/val.tsv"))
         local held = read_lines(dir .. "/heldout.tsv")
         assert.are.equal(7, #held)
-        local path, caption, colour, shape = held[2]:match("^([^\t]+)\t([^\t]+)\t([^\t]+)\t([^\t]+)")
+        local path, caption, colour, shape =
+            held[2]:match("^([^\t]+)\t([^\t]+)\t([^\t]+)\t([^\t]+)")
         assert.truthy(caption:find(colour .. " " .. shape, 1, true))
         local img = clip.image.load(dir .. "/" .. path)
         assert.are.equal(64, img.width)
@@ -180,21 +188,20 @@ describe("clip.shapes", function()
         assert.has_error(function() shapes.batch(2, {split = "test"}) end,
             'shapes: split must be "train", "val", "heldout" or "all", got test')
         assert.has_error(function() shapes.batch(2, {shapes = {"circle", "blob"}}) end)
-        local ok, err = pcall(shapes.batch, 2, {shapes = {"circle", "blob"}})
-        assert.is_false(ok)
+        local err = err_of(shapes.batch, 2, {shapes = {"circle", "blob"}})
         assert.truthy(err:find("shapes[2]: unknown shape 'blob'", 1, true))
-        ok, err = pcall(shapes.sample, -1)
+        err = err_of(shapes.sample, -1)
         assert.truthy(err:find("n must be an integer >= 0", 1, true))
-        ok, err = pcall(shapes.batch, 2, {heldout = {{"red", "blob"}}})
+        err = err_of(shapes.batch, 2, {heldout = {{"red", "blob"}}})
         assert.truthy(err:find("heldout[1] must be {colour, shape}", 1, true))
-        ok, err = pcall(shapes.batch, 2, {two = 2})
+        err = err_of(shapes.batch, 2, {two = 2})
         assert.truthy(err:find("two (the fraction of images with two shapes) must be in [0, 1]", 1,
             true))
-        ok, err = pcall(shapes.generate, {n = 3})
+        err = err_of(shapes.generate, {n = 3})
         assert.truthy(err:find("opts.out (the output folder) is required", 1, true))
-        ok, err = pcall(shapes.save, clip.zeros({4, 4, 3}, "u8"), "/tmp/x.bmp")
+        err = err_of(shapes.save, clip.zeros({4, 4, 3}, "u8"), "/tmp/x.bmp")
         assert.truthy(err:find("unknown image format", 1, true))
-        ok, err = pcall(shapes.render, {{background = {kind = "plain", a = {0, 0, 0}},
+        err = err_of(shapes.render, {{background = {kind = "plain", a = {0, 0, 0}},
                                          items = {{shape = "blob", cx = 1, cy = 1, radius = 1,
                                                    rgb = {1, 2, 3}}}}})
         assert.truthy(err:find("scene 1: unknown shape 'blob'", 1, true))
