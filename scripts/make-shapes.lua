@@ -2,6 +2,7 @@
 --
 --   clipl make-shapes --out data/shapes --n 20000 --seed 1
 --   clipl make-shapes --out /tmp/s --n 1000 --size 96 --two 0.3 --format jpg
+--   clipl make-shapes --preview grid.png                   (16 samples in a grid, captions)
 --
 -- Coloured shapes (circle, square, triangle, star, hexagon, cross, heart, diamond) of three sizes
 -- in nine positions over plain, gradient, noise, striped or checkered backgrounds, captioned like
@@ -16,7 +17,7 @@ local args = cli.parser {
         "train.tsv, val.tsv, heldout.tsv (path, caption, colour, shape, size, position) and " ..
         "labels.json",
     options = {
-        {"-o", "--out", arg = "DIR", required = true, help = "output folder (created)"},
+        {"-o", "--out", arg = "DIR", help = "output folder (created; required unless --preview)"},
         {"-n", "--n", arg = "N", type = "integer", default = 20000, help = "training images"},
         {"--val", arg = "N", type = "integer", help = "validation images (default n / 10)"},
         {"--heldout", arg = "N", type = "integer",
@@ -27,9 +28,25 @@ local args = cli.parser {
          help = "fraction of training images with two shapes"},
         {"--format", arg = "EXT", default = "png", choices = {"png", "jpg", "webp"},
          help = "image format"},
+        {"--preview", arg = "FILE",
+         help = "only write a grid of 16 training samples to FILE (.png) and print captions"},
         {"-q", "--quiet", help = "no progress line"},
     },
 }:parse(arg)
+
+if args.preview then
+    local scenes = clip.shapes.sample(16, {seed = args.seed, size = args.size, two = args.two})
+    clip.shapes.save(clip.shapes.grid(scenes, 4, args.size), args.preview)
+    for i, s in ipairs(scenes) do
+        print(string.format("%2d  %s  (%s background)", i, s.caption, s.background.kind))
+    end
+    return
+end
+
+if not args.out then
+    io.stderr:write("make-shapes: --out DIR is required (see clipl make-shapes --help)\n")
+    os.exit(2)
+end
 
 local total = args.n + (args.val or math.floor(args.n / 10)) +
     (args.heldout or math.floor(args.n / 10))

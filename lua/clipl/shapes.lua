@@ -478,6 +478,50 @@ function shapes.bbox(item, size)
     return {box[0], box[1], box[2], box[3]}
 end
 
+--- shapes.labels(opts) -> the class vocabulary of a configuration: {colours = {names},
+-- shapes = {names}, sizes = {names}, positions = {names}, pairs = {{colour, shape, heldout}}} —
+-- e.g. the zero-shot classes "a {colour} {shape}" of an evaluation, with the held-out ones marked.
+function shapes.labels(opts)
+    local cfg = config(opts)
+    local out = {colours = {}, shapes = {}, sizes = {}, positions = {}, pairs = {}}
+    for i, c in ipairs(cfg.colours) do
+        out.colours[i] = c[1]
+    end
+    for i, s in ipairs(cfg.shapes) do
+        out.shapes[i] = s
+    end
+    for i, s in ipairs(shapes.SIZES) do
+        out.sizes[i] = s[1]
+    end
+    for i, p in ipairs(shapes.POSITIONS) do
+        out.positions[i] = p[1]
+    end
+    for _, c in ipairs(out.colours) do
+        for _, s in ipairs(out.shapes) do
+            out.pairs[#out.pairs + 1] = {c, s, cfg.is_heldout[c .. "/" .. s] == true}
+        end
+    end
+    return out
+end
+
+--- shapes.grid(scenes_or_pixels, cols, size) -> one [rows * S, cols * S, 3] u8 image of the
+-- scenes (or of a [n, S, S, 3] u8 batch) side by side, for looking at samples.
+function shapes.grid(x, cols, size)
+    local px = x
+    if type(x) == "table" then
+        px = shapes.render(x, size or 64)
+    end
+    local n, S = px:size(1), px:size(2)
+    cols = cols or math.ceil(math.sqrt(n))
+    local rows = math.max(1, math.ceil(n / cols))
+    local out = tensor.zeros({rows * S, cols * S, 3}, "u8")
+    for i = 1, n do
+        local r, c = math.floor((i - 1) / cols), (i - 1) % cols
+        out:narrow(1, r * S + 1, S):narrow(2, c * S + 1, S):copy(px:select(1, i))
+    end
+    return out
+end
+
 -- ---- writing a data set -------------------------------------------------------------------------
 
 pcall(ffi.cdef, "int mkdir(const char *path, unsigned int mode);")

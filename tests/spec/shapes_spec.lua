@@ -182,6 +182,40 @@ describe("clip.shapes", function()
         os.execute("rm -rf '" .. dir .. "' '" .. dir2 .. "'")
     end)
 
+    it("labels lists the classes and marks the held-out pairs; grid tiles samples", function()
+        local l = shapes.labels()
+        assert.are.equal(#shapes.COLOURS * #shapes.SHAPES, #l.pairs)
+        local held = 0
+        for _, p in ipairs(l.pairs) do
+            held = held + (p[3] and 1 or 0)
+        end
+        assert.are.equal(#shapes.HELDOUT, held)
+        assert.are.same({"small", "medium", "large"}, l.sizes)
+        local px = shapes.batch(5, {seed = 1, raw = true})
+        local g = shapes.grid(px, 3)
+        assert.are.same({128, 192, 3}, {g:size(1), g:size(2), g:size(3)})
+        assert.are.equal(bytes(px:select(1, 5)), bytes(g:narrow(1, 65, 64):narrow(2, 65, 64)))
+    end)
+
+    it("clipl make-shapes writes a data set", function()
+        local clipl = os.getenv("CLIPL_LIB"):match("^(.*)/[^/]+$") .. "/clipl"
+        local dir = os.tmpname()
+        os.remove(dir)
+        local p = io.popen(clipl .. " make-shapes -q --out " .. dir ..
+            " --n 20 --val 2 --heldout 3 --seed 9 2>&1")
+        local msg = p:read("*a")
+        p:close()
+        assert.truthy(msg:find("wrote 20 train, 2 val, 3 heldout images", 1, true), msg)
+        assert.are.equal(4, #read_lines(dir .. "/heldout.tsv"))
+        -- the same images as the Lua API with the same options
+        local again = os.tmpname()
+        os.remove(again)
+        shapes.generate{out = again, n = 20, n_val = 2, n_heldout = 3, seed = 9}
+        local a = io.open(dir .. "/train.tsv", "rb"):read("*a")
+        assert.are.equal(a, io.open(again .. "/train.tsv", "rb"):read("*a"))
+        os.execute("rm -rf '" .. dir .. "' '" .. again .. "'")
+    end)
+
     it("bad arguments give clear errors", function()
         assert.has_error(function() shapes.batch(2, {size = 3}) end,
             "shapes: size must be an integer in 16..4096 (pixels), got 3")
