@@ -12,7 +12,8 @@ local args = cli.parser {
     options = {
         {"-m", "--model", arg = "M", help = "model name, weights file or model folder " ..
             "(default: the bundled model)"},
-        {"-o", "--out", arg = "INDEX", required = true, help = "the index file to create or extend"},
+        {"-o", "--out", arg = "INDEX", required = true,
+            help = "the index file to create or extend"},
         {"--batch", arg = "N", type = "number", default = 256, help = "texts per encoder call"},
         {"--dtype", arg = "T", default = "f32", choices = {"f32", "f16"},
             help = "stored embedding dtype"},

@@ -16,7 +16,8 @@ local args = cli.parser {
     options = {
         {"-m", "--model", arg = "M", help = "model name, weights file or model folder " ..
             "(default: the bundled model)"},
-        {"-o", "--out", arg = "INDEX", required = true, help = "the index file to create or extend"},
+        {"-o", "--out", arg = "INDEX", required = true,
+            help = "the index file to create or extend"},
         {"--batch", arg = "N", type = "number", default = 32, help = "images per encoder call"},
         {"--dtype", arg = "T", default = "f32", choices = {"f32", "f16"},
             help = "stored embedding dtype"},
@@ -75,7 +76,8 @@ local ok, err = pcall(function()
         if pending then
             images, failed = pending:wait()
             local next0 = b0 + args.batch
-            pending = next0 <= #todo and async(chunk_at(next0), resolution, {skip_bad = true}) or nil
+            pending = next0 <= #todo and
+                async(chunk_at(next0), resolution, {skip_bad = true}) or nil
         else
             images, failed = clip.preprocess_batch(chunk, resolution, {skip_bad = true})
         end

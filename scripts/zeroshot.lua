@@ -1,7 +1,7 @@
 -- Zero-shot classification of images with a CLIP model and prompt templates
 --
 --   clipl zeroshot --labels "cat,dog,bird" photos/
---   clipl zeroshot --model ViT-B/32 --labels-file labels.txt --templates ensemble --top 3 a.jpg b.png
+--   clipl zeroshot --model ViT-B/32 --labels-file labels.txt --templates ensemble --top 3 a.jpg
 --   clipl zeroshot --format json --labels "red,green" img/ > out.json
 --
 -- Without arguments it runs on the bundled model and its sample images.
@@ -20,7 +20,8 @@ local args = cli.parser {
         {"--templates", arg = "FILE|NAME", default = "simple",
             help = "prompt templates: a file with one template per line ({} = the label), " ..
                 "or a shipped set: simple, ensemble"},
-        {"-k", "--top", arg = "K", type = "number", help = "labels to show per image (default: all)"},
+        {"-k", "--top", arg = "K", type = "number",
+            help = "labels to show per image (default: all)"},
         {"--format", arg = "FMT", default = "table", choices = {"table", "json", "csv"},
             help = "output format"},
         {"--sheet", arg = "OUT.png", help = "also draw a contact sheet (thumbnails, top labels)"},
@@ -149,7 +150,8 @@ else
         print(r.image)
         for _, t in ipairs(r.top) do
             local width = math.floor(t.prob * 30 + 0.5)
-            print(string.format("  %6.2f%%  %-30s %s", 100 * t.prob, t.label, string.rep("#", width)))
+            print(string.format("  %6.2f%%  %-30s %s", 100 * t.prob, t.label,
+                string.rep("#", width)))
         end
     end
 end

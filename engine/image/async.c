@@ -9,8 +9,8 @@
 #include <string.h>
 
 struct clipl_batch_job {
-    int n;               /* items */
-    char **paths;        /* n copied paths */
+    int n;        /* items */
+    char **paths; /* n copied paths */
     int n_px, flags, nthreads;
     pthread_t thread;
     int started;         /* the thread was created */
@@ -68,8 +68,7 @@ clipl_batch_job *clipl_batch_job_start(int n, const char *const *paths, int n_px
                                        int nthreads)
 {
     if (n < 0 || (n > 0 && !paths)) {
-        clipl__err(CLIPL_EINVAL, "batch_job_start: n = %d with %s paths", n,
-                   paths ? "some" : "no");
+        clipl__err(CLIPL_EINVAL, "batch_job_start: n = %d with %s paths", n, paths ? "some" : "no");
         return NULL;
     }
     for (int i = 0; i < n; i++)
@@ -135,10 +134,7 @@ int clipl_batch_job_wait(clipl_batch_job *j, clipl_tensor **dst, int *status_out
     return CLIPL_OK;
 }
 
-int clipl_batch_job_count(const clipl_batch_job *j)
-{
-    return j ? j->n : 0;
-}
+int clipl_batch_job_count(const clipl_batch_job *j) { return j ? j->n : 0; }
 
 const char *clipl_batch_job_message(const clipl_batch_job *j, int index)
 {

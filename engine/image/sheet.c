@@ -14,9 +14,9 @@
 #include <unistd.h>
 
 enum {
-    PAD = 8,        /* margin around a cell's contents */
-    LINE_H = 18,    /* height of a caption line and of a bar */
-    LINE_GAP = 3,   /* space between bars */
+    PAD = 8,      /* margin around a cell's contents */
+    LINE_H = 18,  /* height of a caption line and of a bar */
+    LINE_GAP = 3, /* space between bars */
     MIN_CELL_W = 200,
     MAX_LABELS = 32
 };
@@ -56,8 +56,9 @@ static int vips_fail(int code, const char *what, const char *name)
 clipl_sheet *clipl_sheet_new(int columns, int thumb)
 {
     if (columns < 1 || columns > 64 || thumb < 16 || thumb > 1024) {
-        clipl__err(CLIPL_EINVAL, "sheet_new: columns must be 1..64 and thumb 16..1024, got %d and %d",
-                   columns, thumb);
+        clipl__err(CLIPL_EINVAL,
+                   "sheet_new: columns must be 1..64 and thumb 16..1024, got %d and %d", columns,
+                   thumb);
         return NULL;
     }
     if (clipl__vips_init())
@@ -83,10 +84,7 @@ void clipl_sheet_free(clipl_sheet *s)
     free(s);
 }
 
-int clipl_sheet_count(const clipl_sheet *s)
-{
-    return s ? s->n : 0;
-}
+int clipl_sheet_count(const clipl_sheet *s) { return s ? s->n : 0; }
 
 static void fill_rect(cell *c, int x0, int y0, int w, int h, const uint8_t rgb[3])
 {
@@ -266,8 +264,10 @@ int clipl_sheet_add(clipl_sheet *s, const char *path, const char *caption, int n
     if (!s || !path)
         return clipl__err(CLIPL_EINVAL, "sheet_add: %s is NULL", s ? "path" : "the sheet");
     if (n < 0 || n > MAX_LABELS || (n > 0 && (!labels || !values)))
-        return clipl__err(CLIPL_EINVAL, "sheet_add: %s: n = %d labels (0..%d, with labels and "
-                                        "values)", path, n, MAX_LABELS);
+        return clipl__err(CLIPL_EINVAL,
+                          "sheet_add: %s: n = %d labels (0..%d, with labels and "
+                          "values)",
+                          path, n, MAX_LABELS);
     for (int i = 0; i < n; i++)
         if (!labels[i])
             return clipl__err(CLIPL_EINVAL, "sheet_add: %s: label %d is NULL", path, i);
@@ -330,10 +330,13 @@ int clipl_sheet_save(const clipl_sheet *s, const char *path)
         return clipl__err(CLIPL_EINVAL, "sheet_save: %s: the sheet has no images", path);
     const char *ext = strrchr(path, '.');
     const char *slash = strrchr(path, '/');
-    if (!ext || (slash && ext < slash) || (strcasecmp(ext, ".png") && strcasecmp(ext, ".jpg") &&
-                                           strcasecmp(ext, ".jpeg") && strcasecmp(ext, ".webp")))
-        return clipl__err(CLIPL_EINVAL, "sheet_save: %s: the name must end in .png, .jpg, .jpeg "
-                                        "or .webp", path);
+    if (!ext || (slash && ext < slash) ||
+        (strcasecmp(ext, ".png") && strcasecmp(ext, ".jpg") && strcasecmp(ext, ".jpeg") &&
+         strcasecmp(ext, ".webp")))
+        return clipl__err(CLIPL_EINVAL,
+                          "sheet_save: %s: the name must end in .png, .jpg, .jpeg "
+                          "or .webp",
+                          path);
     int cols = s->n < s->columns ? s->n : s->columns;
     int rows = (s->n + cols - 1) / cols;
     int W = cols * s->cell_w, H = 0;

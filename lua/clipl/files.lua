@@ -59,7 +59,8 @@ function M.model(name, command)
     if ok and type(bundled) == "table" and bundled.path then
         return bundled.path, nil, bundled
     end
-    return nil, "no --model given and no bundled model in this build yet; pass --model NAME|FILE|FOLDER" ..
+    return nil, "no --model given and no bundled model in this build yet; pass " ..
+        "--model NAME|FILE|FOLDER" ..
         " (e.g. `clipl " .. (command or "zeroshot") .. " --model ViT-B/32 ...` after " ..
         "`clipl download ViT-B/32`)"
 end

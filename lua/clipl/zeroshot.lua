@@ -68,7 +68,8 @@ function M.templates(spec)
     end
     for i, t in ipairs(lines) do
         if not t:find("{}", 1, true) then
-            error("templates: line " .. i .. " of " .. spec .. " has no {} for the class name: " .. t, 2)
+            error("templates: line " .. i .. " of " .. spec .. " has no {} for the class name: " ..
+                t, 2)
         end
     end
     return lines

@@ -96,7 +96,8 @@ assert(os.execute("ln -s " .. q(shared .. "/bpe_simple_vocab_16e6.txt.gz") .. " 
 
 local function run_block(name, b)
     local file = string.format("%s/%s_%d.lua", work, name:gsub("%.md$", ""), b.line)
-    write(file, "local shared = os.getenv(\"CLIPL_SHARED\")\n" .. table.concat(b.code, "\n") .. "\n")
+    write(file, "local shared = os.getenv(\"CLIPL_SHARED\")\n" .. table.concat(b.code, "\n") ..
+        "\n")
     local line = string.format("cd %s && env -u CLIPL_VOCAB CLIPL_SHARED=%s CLIPL_CACHE=%s " ..
         "%s run %s >%s 2>%s; echo $? >%s", q(work), q(shared), q(cache), q(bin), q(file),
         q(tmp .. "/out"), q(tmp .. "/err"), q(tmp .. "/rc"))

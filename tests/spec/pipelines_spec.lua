@@ -54,19 +54,19 @@ local imgs = tmp .. "/imgs"
 assert(os.execute("mkdir -p " .. q(imgs) .. " " .. q(tmp .. "/model")) == 0)
 
 -- Runs a shell command in tmp with the classifier cache inside tmp: {out, err, code}.
-local function sh(cmd, env)
-    local line = string.format("cd %s && env CLIPL_CACHE=%s %s %s >%s 2>%s; echo $? >%s", q(tmp),
-        q(tmp .. "/cache"), env or "", cmd, q(tmp .. "/out"), q(tmp .. "/err"), q(tmp .. "/rc"))
+local function sh(cmd)
+    local line = string.format("cd %s && (export CLIPL_CACHE=%s; %s) >%s 2>%s; echo $? >%s", q(tmp),
+        q(tmp .. "/cache"), cmd, q(tmp .. "/out"), q(tmp .. "/err"), q(tmp .. "/rc"))
     os.execute(line)
     return {out = slurp(tmp .. "/out") or "", err = slurp(tmp .. "/err") or "",
         code = tonumber((slurp(tmp .. "/rc") or ""):match("%d+"))}
 end
 
-local function clipl(args, env)
-    return sh(q(bin) .. " " .. args, env)
+local function clipl(args)
+    return sh(q(bin) .. " " .. args)
 end
 
--- ---- test images: PNG written here (stored deflate blocks), the shared references, a bad file ----
+-- ---- test images: PNGs written here (stored deflate blocks), the shared references, a bad file
 
 local crc_table = {}
 for i = 0, 255 do
@@ -151,7 +151,8 @@ local function expected_probs(paths, templates)
 end
 
 describe("clipl zeroshot", function()
-    local base = "zeroshot --model " .. q(model_path) .. " --labels " .. q(table.concat(labels, ","))
+    local base = "zeroshot --model " .. q(model_path) .. " --labels " ..
+        q(table.concat(labels, ","))
 
     it("prints a table of every image, and lists the unreadable one at the end", function()
         local r = clipl(base .. " --top 2 " .. q(imgs))
@@ -166,7 +167,7 @@ describe("clipl zeroshot", function()
         assert.equal(2 * #good, rows)
     end)
 
-    it("--format json: an object per image, every label, sorted, the API's probabilities", function()
+    it("--format json: an object per image, all labels, sorted, the API's probabilities", function()
         local r = clipl(base .. " --format json " .. q(imgs))
         assert.equal(0, r.code, r.err)
         local out = cjson.decode(r.out)
@@ -244,11 +245,14 @@ describe("clipl zeroshot", function()
             q(table.concat(labels, ",")) .. args)
         assert.equal(0, r.code, r.err)
         local count = 0
-        for _ in io.popen("ls " .. q(tmp .. "/cache/zeroshot")):read("*a"):gmatch("%.safetensors") do
+        local listing = io.popen("ls " .. q(tmp .. "/cache/zeroshot")):read("*a")
+        for _ in listing:gmatch("%.safetensors") do
             count = count + 1
         end
         assert.equal(2, count)
-        assert.is_false(cjson.decode(r.out)[1].top[1].prob == cjson.decode(first.out)[1].top[1].prob)
+        local p_other, p_first = cjson.decode(r.out)[1].top[1].prob,
+            cjson.decode(first.out)[1].top[1].prob
+        assert.is_false(p_other == p_first)
     end)
 
     it("--sheet draws a contact sheet", function()
@@ -267,7 +271,8 @@ describe("clipl zeroshot", function()
         r = clipl("zeroshot --model " .. q(model_path) .. " " .. q(good[1]))
         assert.equal(1, r.code)
         assert.matches("no labels", r.err)
-        r = clipl("zeroshot --model " .. q(tmp .. "/nope.safetensors") .. " --labels a " .. q(good[1]))
+        r = clipl("zeroshot --model " .. q(tmp .. "/nope.safetensors") .. " --labels a " ..
+            q(good[1]))
         assert.equal(1, r.code)
         assert.matches("nope%.safetensors", r.err)
         r = clipl(base .. " " .. q(imgs .. "/broken.jpg"))
@@ -302,8 +307,8 @@ describe("clipl embed and clipl search", function()
 
     it("finds each image first when searching with it", function()
         for _, p in ipairs(good) do
-            local r = clipl("search" .. m .. " --index " .. q(index) .. " --format json --top 3 --image " ..
-                q(p))
+            local r = clipl("search" .. m .. " --index " .. q(index) ..
+                " --format json --top 3 --image " .. q(p))
             assert.equal(0, r.code, r.err)
             local hits = cjson.decode(r.out)
             assert.equal(3, #hits)
@@ -372,8 +377,8 @@ describe("clipl embed and clipl search", function()
                 q(string.format("%s/%02d%s", many, i, good[1 + i % #good]:match("%.%w+$")))) == 0)
         end
         local out = tmp .. "/many.safetensors"
-        local cmd = q(bin) .. " embed" .. m .. " --out " .. q(out) .. " --batch 2 --save-every 1 " ..
-            q(many)
+        local cmd = q(bin) .. " embed" .. m .. " --out " .. q(out) ..
+            " --batch 2 --save-every 1 " .. q(many)
         -- Ctrl-C: the script stops, saves what was done and says so
         local r = sh("timeout -s INT 1 " .. cmd)
         if r.code == 124 then
