@@ -112,6 +112,58 @@ function M.clip_loss(image_features, text_features, logit_scale, opts)
     return loss
 end
 
+--- Batch norm in training mode (F.batch_norm(training = True)) over dim 2 of x [N, C, ...]:
+-- normalised with the batch's mean and biased variance, composed from tensor ops, so it is
+-- differentiable through the tape (gradients for x, weight and bias). running_mean and
+-- running_var (f32 [C], or nil) are updated in place with grad mode off: r = (1 - momentum) r +
+-- momentum * batch value, with the unbiased variance, as PyTorch. momentum 0.1, eps 1e-5 by
+-- default. (Frozen batch norm, as in CLIP's ResNet by default, is clip.batch_norm.)
+function M.batch_norm_train(x, running_mean, running_var, weight, bias, momentum, eps)
+    want_tensor(x, "batch_norm_train")
+    momentum, eps = momentum or 0.1, eps or 1e-5
+    local nd = x.ndim
+    if nd < 2 then
+        error("batch_norm_train: x must be [N, C, ...], got a " .. nd .. "-d tensor", 2)
+    end
+    local C = x:size(2)
+    local perm, shape = {}, {}
+    for i = 1, nd do
+        if i ~= 2 then
+            perm[#perm + 1] = i
+        end
+        shape[i] = i == 2 and C or 1
+    end
+    perm[#perm + 1] = 2
+    local rows = x:permute(perm):reshape({-1, C}) -- [M, C]
+    local m = rows:size(1)
+    if m < 2 then
+        error("batch_norm_train: expected more than one value per channel, got " .. m, 2)
+    end
+    local mean = rows:mean(1)
+    local centred = rows - mean
+    local var = centred:square():mean(1)
+    local rstd = (var + eps):pow(-0.5)
+    local y = (x - mean:view(shape)) * rstd:view(shape)
+    if weight ~= nil then
+        y = y * weight:view(shape)
+    end
+    if bias ~= nil then
+        y = y + bias:view(shape)
+    end
+    if running_mean ~= nil or running_var ~= nil then
+        local ag = require "clipl.autograd"
+        ag.no_grad(function()
+            if running_mean ~= nil then
+                running_mean:mul_(1 - momentum):add_(mean:detach(), momentum)
+            end
+            if running_var ~= nil then
+                running_var:mul_(1 - momentum):add_(var:detach(), momentum * m / (m - 1))
+            end
+        end)
+    end
+    return y
+end
+
 --- Mean squared error (reduction "mean", "sum" or "none").
 function M.mse_loss(a, b, opts)
     want_tensor(a, "mse_loss")

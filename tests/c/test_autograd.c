@@ -625,6 +625,68 @@ static void test_chain_memory(void)
     clipl_tensor_release(x);
 }
 
+/* bf16 inputs: the same graph as in f32, gradients in bf16. Tolerance 5e-2 of the largest
+ * gradient: bf16 keeps 8 significant bits (2^-9 relative per rounding), and the inputs, every op's
+ * output and every backward result are rounded (about ten roundings on a path, plus cancellation in
+ * layer norm's backward); a wrong formula is off by O(1). */
+static clipl_tensor *bf16_graph(clipl_tensor *x, clipl_tensor *w, clipl_tensor *r)
+{
+    clipl_tensor *ln = NULL, *mm = NULL, *act = NULL, *p = NULL, *s = NULL;
+    clipl_layer_norm(x, 1, NULL, NULL, &ln, 1e-5, NULL, NULL);
+    clipl_matmul(ln, w, NULL, &mm, NULL);
+    clipl_eltwise(mm, &act, CLIPL_ACT_QUICK_GELU, 0, 0);
+    clipl_mul(act, r, &p);
+    clipl_sum(p, &s, CLIPL_ALL_DIMS, 0);
+    clipl_tensor_release(ln);
+    clipl_tensor_release(mm);
+    clipl_tensor_release(act);
+    clipl_tensor_release(p);
+    return s;
+}
+
+static void test_bf16(void)
+{
+    clipl_tensor *x = clipl_tensor_empty(CLIPL_F32, 2, (int64_t[]){4, 8});
+    clipl_tensor *w = clipl_tensor_empty(CLIPL_F32, 2, (int64_t[]){8, 6});
+    clipl_tensor *r = clipl_tensor_empty(CLIPL_F32, 2, (int64_t[]){4, 6});
+    clipl_tensor_uniform_(x, gen, -1, 1);
+    clipl_tensor_uniform_(w, gen, -1, 1);
+    clipl_tensor_uniform_(r, gen, -1, 1);
+    clipl_tensor *xb = NULL, *wb = NULL, *rb = NULL, *x32 = NULL, *w32 = NULL;
+    /* the f32 reference starts from the bf16-rounded inputs */
+    clipl_tensor_to(x, &xb, CLIPL_BF16);
+    clipl_tensor_to(w, &wb, CLIPL_BF16);
+    clipl_tensor_to(r, &rb, CLIPL_BF16);
+    clipl_tensor_to(xb, &x32, CLIPL_F32);
+    clipl_tensor_to(wb, &w32, CLIPL_F32);
+    CHECK_OK(clipl_tensor_set_requires_grad(xb, 1));
+    CHECK_OK(clipl_tensor_set_requires_grad(wb, 1));
+    CHECK_OK(clipl_tensor_set_requires_grad(x32, 1));
+    CHECK_OK(clipl_tensor_set_requires_grad(w32, 1));
+    clipl_tensor *s16 = bf16_graph(xb, wb, rb), *s32 = bf16_graph(x32, w32, r);
+    check_count++;
+    if (!s16 || !s32) {
+        check_failures++;
+        fprintf(stderr, "bf16 graph failed: %s\n", clipl_errmsg());
+    } else {
+        CHECK_OK(clipl_backward(s16, NULL, 0));
+        CHECK_OK(clipl_backward(s32, NULL, 0));
+        clipl_tensor *gx16 = clipl_tensor_grad(xb), *gw16 = clipl_tensor_grad(wb);
+        clipl_tensor *gx32 = clipl_tensor_grad(x32), *gw32 = clipl_tensor_grad(w32);
+        CHECK(gx16 && gx16->dt == CLIPL_BF16 && gw16 && gw16->dt == CLIPL_BF16);
+        if (gx16 && gw16 && gx32 && gw32) {
+            CHECK_CLOSE(gx16, gx32, 5e-2, "bf16 layer_norm/matmul/quick_gelu grad of x");
+            CHECK_CLOSE(gw16, gw32, 5e-2, "bf16 layer_norm/matmul/quick_gelu grad of w");
+        }
+        clipl_tensor *g[] = {gx16, gw16, gx32, gw32};
+        for (size_t i = 0; i < 4; i++)
+            clipl_tensor_release(g[i]);
+    }
+    clipl_tensor *all[] = {x, w, r, xb, wb, rb, x32, w32, s16, s32};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        clipl_tensor_release(all[i]);
+}
+
 /* ---- optimizers ---- */
 
 static void test_adamw(void)
@@ -714,6 +776,7 @@ int main(void)
         gradcheck(&cases[i]);
     test_tape();
     test_chain_memory();
+    test_bf16();
     test_adamw();
     test_sgd_norm();
     CHECK(clipl_autograd_live_nodes() == 0);

@@ -117,6 +117,26 @@ describe("autograd", function()
         s2:backward()
     end)
 
+    it("batch_norm_train: gradients by finite differences, running statistics as PyTorch", function()
+        local x = clip.randn({3, 2, 2, 3}, {seed = 11}):requires_grad(true)
+        local w = clip.randn({2}, {seed = 12}):requires_grad(true)
+        local b = clip.randn({2}, {seed = 13}):requires_grad(true)
+        local ok, msg = clip.gradcheck(function(a, c, d)
+            return clip.nn.batch_norm_train(a, nil, nil, c, d)
+        end, {x, w, b})
+        assert.is_true(ok, msg)
+        local rm, rv = clip.zeros({2}), clip.ones({2})
+        local y = clip.nn.batch_norm_train(x, rm, rv, nil, nil, 0.1, 1e-5)
+        -- reference statistics of channel 1 (18 values) in double
+        local v = x:select(2, 1):flatten():totable()
+        local mu, ss = 0, 0
+        for i = 1, #v do mu = mu + v[i] / #v end
+        for i = 1, #v do ss = ss + (v[i] - mu) ^ 2 end
+        assert.near(0.1 * mu, rm[1], 1e-6)
+        assert.near(0.9 + 0.1 * ss / (#v - 1), rv[1], 1e-6)
+        assert.near((v[1] - mu) / math.sqrt(ss / #v + 1e-5), y:get(1, 1, 1, 1), 1e-5)
+    end)
+
     it("frees the graph with the last tensor that holds it", function()
         collectgarbage()
         local before = clip.autograd_live_nodes()
