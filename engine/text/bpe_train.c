@@ -8,7 +8,8 @@
  * adjacent pair over all words (weighted by word frequency; kept up to date incrementally), takes
  * the most frequent one (ties: smaller first symbol, then smaller second symbol, in byte order),
  * and replaces its occurrences left to right in every word, as SimpleTokenizer.bpe applies it.
- * Cost per merge is linear in the number of pairs and in the symbols of the words that hold it.
+ * Each pair keeps the list of words that hold it and the best pair comes from a max-heap with
+ * lazy invalidation, so a merge costs time in the words it touches, not in the whole corpus.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "text.h"
@@ -124,17 +125,24 @@ static int32_t strtab_get(strtab *t, const char *s, size_t n, int add)
     return id;
 }
 
-/* ---- pair counts: (a, b) -> count -------------------------------------------------------- */
+/* ---- pairs: (a, b) -> count and the words that hold it ----------------------------------- */
 
 typedef struct {
-    uint64_t key; /* a << 32 | b; UINT64_MAX empty */
-    int64_t count;
-} pair_slot;
+    uint64_t key;   /* a << 32 | b */
+    int64_t count;  /* occurrences, weighted by word counts */
+    int32_t *words; /* words that held the pair since it was last merged (may repeat) */
+    int32_t nw, cw;
+    int32_t step; /* merge step at which it was last queued for the heap */
+} pair_info;
 
 typedef struct {
-    pair_slot *slot;
-    size_t mask, used;
-} pairmap;
+    int32_t *slot; /* index into info, -1 empty */
+    size_t mask;
+    pair_info *info; /* stable indices: entries are never removed */
+    int32_t n, cap;
+    int32_t *dirty; /* pairs whose count changed during this step */
+    int32_t ndirty, cdirty;
+} pairs;
 
 static uint64_t hash_u64(uint64_t x)
 {
@@ -145,43 +153,92 @@ static uint64_t hash_u64(uint64_t x)
     return x ^ (x >> 33);
 }
 
-static int pairmap_init(pairmap *m, size_t nslots)
+static void pairs_free(pairs *p)
 {
-    m->slot = malloc(nslots * sizeof *m->slot);
-    if (!m->slot)
+    for (int32_t i = 0; i < p->n; i++)
+        free(p->info[i].words);
+    free(p->info);
+    free(p->slot);
+    free(p->dirty);
+    memset(p, 0, sizeof *p);
+}
+
+static int pairs_rehash(pairs *p, size_t nslots)
+{
+    int32_t *slot = malloc(nslots * sizeof *slot);
+    if (!slot)
         return -1;
     for (size_t i = 0; i < nslots; i++)
-        m->slot[i].key = UINT64_MAX, m->slot[i].count = 0;
-    m->mask = nslots - 1;
-    m->used = 0;
+        slot[i] = -1;
+    for (int32_t k = 0; k < p->n; k++) {
+        size_t j = hash_u64(p->info[k].key) & (nslots - 1);
+        while (slot[j] >= 0)
+            j = (j + 1) & (nslots - 1);
+        slot[j] = k;
+    }
+    free(p->slot);
+    p->slot = slot;
+    p->mask = nslots - 1;
     return 0;
 }
 
-/* Adds delta to the count of key. Entries are never removed (a count may drop to 0). */
-static int pairmap_add(pairmap *m, uint64_t key, int64_t delta)
+/* Index of key's entry, created when absent and add != 0; -1 when absent, -2 out of memory. */
+static int32_t pairs_find(pairs *p, uint64_t key, int add)
 {
-    size_t j = hash_u64(key) & m->mask;
-    while (m->slot[j].key != UINT64_MAX && m->slot[j].key != key)
-        j = (j + 1) & m->mask;
-    if (m->slot[j].key == key) {
-        m->slot[j].count += delta;
-        return 0;
+    if (!p->slot && pairs_rehash(p, 4096))
+        return -2;
+    size_t j = hash_u64(key) & p->mask;
+    while (p->slot[j] >= 0) {
+        if (p->info[p->slot[j]].key == key)
+            return p->slot[j];
+        j = (j + 1) & p->mask;
     }
-    m->slot[j].key = key;
-    m->slot[j].count = delta;
-    if (++m->used * 2 > m->mask + 1) {
-        pairmap old = *m;
-        if (pairmap_init(m, (old.mask + 1) * 2)) {
-            *m = old;
+    if (!add)
+        return -1;
+    if (p->n == p->cap) {
+        int32_t cap = p->cap ? p->cap * 2 : 1024;
+        pair_info *ni = realloc(p->info, (size_t)cap * sizeof *ni);
+        if (!ni)
+            return -2;
+        p->info = ni;
+        p->cap = cap;
+    }
+    int32_t k = p->n++;
+    memset(&p->info[k], 0, sizeof p->info[k]);
+    p->info[k].key = key;
+    p->info[k].step = -1;
+    p->slot[j] = k;
+    if ((size_t)p->n * 2 > p->mask + 1 && pairs_rehash(p, (p->mask + 1) * 2))
+        return -2;
+    return k;
+}
+
+static int push_i32(int32_t **v, int32_t *n, int32_t *cap, int32_t x)
+{
+    if (*n == *cap) {
+        int32_t c = *cap ? *cap * 2 : 4;
+        int32_t *nv = realloc(*v, (size_t)c * sizeof *nv);
+        if (!nv)
             return -1;
-        }
-        for (size_t i = 0; i <= old.mask; i++)
-            if (old.slot[i].key != UINT64_MAX && old.slot[i].count != 0)
-                pairmap_add(m, old.slot[i].key, old.slot[i].count);
-        free(old.slot);
+        *v = nv;
+        *cap = c;
     }
+    (*v)[(*n)++] = x;
     return 0;
 }
+
+/* ---- a max-heap of (count, a, b) with lazy invalidation ------------------------------------ */
+
+typedef struct {
+    int64_t count;
+    int32_t a, b;
+} heap_entry;
+
+typedef struct {
+    heap_entry *e;
+    size_t n, cap;
+    const strtab *syms;
+} heap;
 
 /* ---- the trainer --------------------------------------------------------------------------- */
 
@@ -332,11 +389,94 @@ static int sym_cmp(const strtab *t, int32_t x, int32_t y)
 
 static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t)(uint32_t)a << 32 | (uint32_t)b; }
 
-static int add_word_pairs(pairmap *pm, const word *w, int64_t sign)
+/* x before y in the heap: more frequent first, then the smaller first symbol, then the smaller
+ * second symbol (byte order). */
+static int heap_before(const heap *h, const heap_entry *x, const heap_entry *y)
 {
-    for (int32_t i = 0; i + 1 < w->n; i++)
-        if (pairmap_add(pm, pair_key(w->sym[i], w->sym[i + 1]), sign * w->count))
+    if (x->count != y->count)
+        return x->count > y->count;
+    int c = sym_cmp(h->syms, x->a, y->a);
+    if (c)
+        return c < 0;
+    return sym_cmp(h->syms, x->b, y->b) < 0;
+}
+
+static int heap_push(heap *h, heap_entry x)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 1024;
+        heap_entry *ne = realloc(h->e, cap * sizeof *ne);
+        if (!ne)
             return -1;
+        h->e = ne;
+        h->cap = cap;
+    }
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!heap_before(h, &x, &h->e[parent]))
+            break;
+        h->e[i] = h->e[parent];
+        i = parent;
+    }
+    h->e[i] = x;
+    return 0;
+}
+
+static void heap_pop(heap *h)
+{
+    heap_entry last = h->e[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, best = i;
+        const heap_entry *bx = &last;
+        if (l < h->n && heap_before(h, &h->e[l], bx))
+            best = l, bx = &h->e[l];
+        if (r < h->n && heap_before(h, &h->e[r], bx))
+            best = r;
+        if (best == i)
+            break;
+        h->e[i] = h->e[best];
+        i = best;
+    }
+    if (h->n)
+        h->e[i] = last;
+}
+
+/* Adds (sign 1) or removes (sign -1) the pairs of word wi to the counts; marks the pairs whose
+ * count changed for re-queueing at this step, and records the word in the lists of its pairs. */
+static int update_word_pairs(pairs *p, const word *w, int32_t wi, int64_t sign, int32_t step)
+{
+    for (int32_t i = 0; i + 1 < w->n; i++) {
+        int32_t k = pairs_find(p, pair_key(w->sym[i], w->sym[i + 1]), 1);
+        if (k < 0)
+            return -1;
+        pair_info *pi = &p->info[k];
+        pi->count += sign * w->count;
+        if (sign > 0 && (pi->nw == 0 || pi->words[pi->nw - 1] != wi) &&
+            push_i32(&pi->words, &pi->nw, &pi->cw, wi))
+            return -1;
+        if (pi->step != step) {
+            pi->step = step;
+            if (push_i32(&p->dirty, &p->ndirty, &p->cdirty, k))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Queues the pairs whose count changed (with their new count) and clears the list. */
+static int requeue(pairs *p, heap *h)
+{
+    for (int32_t i = 0; i < p->ndirty; i++) {
+        const pair_info *pi = &p->info[p->dirty[i]];
+        if (pi->count > 0) {
+            heap_entry e = {pi->count, (int32_t)(pi->key >> 32), (int32_t)(pi->key & 0xffffffffu)};
+            if (heap_push(h, e))
+                return -1;
+        }
+    }
+    p->ndirty = 0;
     return 0;
 }
 
@@ -355,10 +495,12 @@ int clipl_bpe_trainer_learn(clipl_bpe_trainer *b, int n_merges, int64_t min_coun
         min_count = 1;
     b->learned = 1;
     int rc = CLIPL_OK;
-    int32_t nw = b->words.n;
+    int32_t nw = b->words.n, step = 0, *todo = NULL, *stamp = NULL;
     word *w = calloc(nw ? (size_t)nw : 1, sizeof *w);
-    pairmap pm = {0};
-    if (!w || pairmap_init(&pm, 4096))
+    stamp = calloc(nw ? (size_t)nw : 1, sizeof *stamp);
+    pairs pr = {0};
+    heap hp = {NULL, 0, 0, &b->syms};
+    if (!w || !stamp)
         goto oom;
     if (n_merges > 0) {
         b->merge = calloc((size_t)n_merges, sizeof *b->merge);
@@ -387,9 +529,11 @@ int clipl_bpe_trainer_learn(clipl_bpe_trainer *b, int n_merges, int64_t min_coun
                 goto oom;
             w[i].sym[k] = id;
         }
-        if (add_word_pairs(&pm, &w[i], 1))
+        if (update_word_pairs(&pr, &w[i], i, 1, 0))
             goto oom;
     }
+    if (requeue(&pr, &hp))
+        goto oom;
 
     while (b->n_merges < n_merges) {
         if (clipl_interrupted()) {
@@ -397,23 +541,21 @@ int clipl_bpe_trainer_learn(clipl_bpe_trainer *b, int n_merges, int64_t min_coun
                             b->n_merges);
             goto done;
         }
-        int64_t best = 0;
-        int32_t ba = -1, bb = -1;
-        for (size_t j = 0; j <= pm.mask; j++) {
-            const pair_slot *p = &pm.slot[j];
-            if (p->key == UINT64_MAX || p->count < min_count || p->count < best)
-                continue;
-            int32_t pa = (int32_t)(p->key >> 32), pb = (int32_t)(p->key & 0xffffffffu);
-            if (p->count > best) {
-                best = p->count, ba = pa, bb = pb;
-                continue;
-            }
-            int c = sym_cmp(&b->syms, pa, ba);
-            if (c < 0 || (c == 0 && sym_cmp(&b->syms, pb, bb) < 0))
-                ba = pa, bb = pb;
+        /* the best pair: the top entry whose count is still current */
+        int32_t k = -1;
+        while (hp.n > 0) {
+            heap_entry top = hp.e[0];
+            k = pairs_find(&pr, pair_key(top.a, top.b), 0);
+            if (k >= 0 && pr.info[k].count == top.count)
+                break;
+            heap_pop(&hp);
+            k = -1;
         }
-        if (ba < 0)
+        if (k < 0 || pr.info[k].count < min_count)
             break;
+        heap_pop(&hp);
+        int32_t ba = (int32_t)(pr.info[k].key >> 32), bb = (int32_t)(pr.info[k].key & 0xffffffffu);
+        int64_t best = pr.info[k].count;
         /* the merged symbol and the merge line */
         size_t la = b->syms.len[ba], lb = b->syms.len[bb];
         char *line = malloc(la + lb + 2);
@@ -435,29 +577,43 @@ int clipl_bpe_trainer_learn(clipl_bpe_trainer *b, int n_merges, int64_t min_coun
         free(joined);
         if (m < 0)
             goto oom;
-        /* replace the pair left to right in every word that holds it */
-        for (int32_t i = 0; i < nw; i++) {
+        /* replace the pair left to right in the words that hold it (the list is taken over:
+         * the words that still hold the pair afterwards, if any, add themselves back) */
+        step++;
+        pair_info *pi = &pr.info[k];
+        int32_t ntodo = pi->nw;
+        free(todo);
+        todo = pi->words;
+        pi->words = NULL;
+        pi->nw = pi->cw = 0;
+        for (int32_t t = 0; t < ntodo; t++) {
+            int32_t i = todo[t];
+            if (stamp[i] == step)
+                continue;
+            stamp[i] = step;
             word *x = &w[i];
             int has = 0;
-            for (int32_t k = 0; k + 1 < x->n && !has; k++)
-                has = x->sym[k] == ba && x->sym[k + 1] == bb;
+            for (int32_t q = 0; q + 1 < x->n && !has; q++)
+                has = x->sym[q] == ba && x->sym[q + 1] == bb;
             if (!has)
                 continue;
-            if (add_word_pairs(&pm, x, -1))
+            if (update_word_pairs(&pr, x, i, -1, step))
                 goto oom;
             int32_t o = 0;
-            for (int32_t k = 0; k < x->n;) {
-                if (k + 1 < x->n && x->sym[k] == ba && x->sym[k + 1] == bb) {
+            for (int32_t q = 0; q < x->n;) {
+                if (q + 1 < x->n && x->sym[q] == ba && x->sym[q + 1] == bb) {
                     x->sym[o++] = m;
-                    k += 2;
+                    q += 2;
                 } else {
-                    x->sym[o++] = x->sym[k++];
+                    x->sym[o++] = x->sym[q++];
                 }
             }
             x->n = o;
-            if (add_word_pairs(&pm, x, 1))
+            if (update_word_pairs(&pr, x, i, 1, step))
                 goto oom;
         }
+        if (requeue(&pr, &hp))
+            goto oom;
     }
     goto done;
 oom:
@@ -467,7 +623,10 @@ done:
         for (int32_t i = 0; i < nw; i++)
             free(w[i].sym);
     free(w);
-    free(pm.slot);
+    free(stamp);
+    free(todo);
+    pairs_free(&pr);
+    free(hp.e);
     if (n_learned)
         *n_learned = b->n_merges;
     return rc;

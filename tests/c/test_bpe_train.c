@@ -199,6 +199,127 @@ static void test_utf8(void)
     clipl_bpe_trainer_free(b);
 }
 
+/* ---- a plain reference: Sennrich's loop over words of symbol strings ------------------------ */
+
+enum { REF_MAX_WORDS = 512, REF_MAX_LEN = 16, REF_SYM = 64 };
+
+typedef struct {
+    char text[REF_MAX_LEN + 1];
+    char sym[REF_MAX_LEN][REF_SYM];
+    int n;
+    long count;
+} ref_word;
+
+static int ref_cmp_pair(const char *a1, const char *b1, const char *a2, const char *b2)
+{
+    int c = strcmp(a1, a2); /* byte order; a prefix sorts first */
+    return c ? c : strcmp(b1, b2);
+}
+
+/* Learns up to max merges from distinct words (lowercase ASCII) with counts, writing "a b"
+ * lines; returns the number learned. Every step recounts all pairs from scratch. */
+static int ref_learn(ref_word *w, int nw, int max, char (*out)[2 * REF_SYM + 2])
+{
+    int learned = 0;
+    while (learned < max) {
+        long best = 0;
+        const char *ba = NULL, *bb = NULL;
+        for (int i = 0; i < nw; i++)
+            for (int k = 0; k + 1 < w[i].n; k++) {
+                const char *a = w[i].sym[k], *b = w[i].sym[k + 1];
+                long c = 0; /* count of (a, b) over all words */
+                for (int j = 0; j < nw; j++)
+                    for (int q = 0; q + 1 < w[j].n; q++)
+                        if (!strcmp(w[j].sym[q], a) && !strcmp(w[j].sym[q + 1], b))
+                            c += w[j].count;
+                if (c > best || (c == best && ref_cmp_pair(a, b, ba, bb) < 0))
+                    best = c, ba = a, bb = b;
+            }
+        if (!best)
+            break;
+        char a[REF_SYM], b[REF_SYM];
+        memcpy(a, ba, REF_SYM); /* ba and bb point into a word's symbols, which change below */
+        memcpy(b, bb, REF_SYM);
+        size_t la = strlen(a), lb = strlen(b);
+        if (la + lb >= REF_SYM)
+            break; /* cannot happen for words of at most REF_MAX_LEN bytes */
+        memcpy(out[learned], a, la);
+        out[learned][la] = ' ';
+        memcpy(out[learned] + la + 1, b, lb + 1);
+        learned++;
+        for (int i = 0; i < nw; i++) {
+            int o = 0;
+            for (int k = 0; k < w[i].n;) {
+                if (k + 1 < w[i].n && !strcmp(w[i].sym[k], a) && !strcmp(w[i].sym[k + 1], b)) {
+                    char m[REF_SYM];
+                    memcpy(m, a, la);
+                    memcpy(m + la, b, lb + 1);
+                    memcpy(w[i].sym[o++], m, sizeof m);
+                    k += 2;
+                } else {
+                    if (o != k)
+                        memcpy(w[i].sym[o], w[i].sym[k], REF_SYM);
+                    o++, k++;
+                }
+            }
+            w[i].n = o;
+        }
+    }
+    return learned;
+}
+
+static void test_against_reference(void)
+{
+    /* random words over small alphabets (many ties) and a larger one: the trainer's incremental
+     * counts, word lists and heap must pick exactly the merges of the plain loop */
+    static ref_word words[REF_MAX_WORDS];
+    static char expect[4096][2 * REF_SYM + 2];
+    static const char *alphabets[] = {"ab", "abc", "abcdefgh"};
+    uint64_t rng = 12345;
+    for (int trial = 0; trial < 6; trial++) {
+        const char *alpha = alphabets[trial % 3];
+        int na = (int)strlen(alpha), nw = 0;
+        clipl_bpe_trainer *b = clipl_bpe_trainer_new();
+        char text[64];
+        for (int attempt = 0; attempt < 300; attempt++) {
+            rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+            int len = 1 + (int)((rng >> 33) % 7);
+            for (int k = 0; k < len; k++) {
+                rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+                text[k] = alpha[(rng >> 33) % (uint64_t)na];
+            }
+            text[len] = 0;
+            long count = 1 + (long)((rng >> 40) % 5);
+            CHECK_OK(clipl_bpe_trainer_add(b, text, (size_t)len, count));
+            int found = -1;
+            for (int i = 0; i < nw && found < 0; i++)
+                if (!strcmp(words[i].text, text))
+                    found = i;
+            if (found >= 0) {
+                words[found].count += count;
+                continue;
+            }
+            ref_word *x = &words[nw++];
+            x->n = len;
+            x->count = count;
+            memcpy(x->text, text, (size_t)len + 1);
+            for (int k = 0; k < len; k++)
+                snprintf(x->sym[k], REF_SYM, "%c%s", text[k], k + 1 == len ? "</w>" : "");
+        }
+        int ne = ref_learn(words, nw, 4096, expect), n = -1;
+        CHECK_OK(clipl_bpe_trainer_learn(b, 4096, 1, &n));
+        CHECK(n == ne);
+        int same = n == ne;
+        for (int i = 0; i < n && i < ne; i++)
+            same &= strcmp(clipl_bpe_trainer_merge(b, i, NULL), expect[i]) == 0;
+        CHECK(same);
+        if (!same)
+            fprintf(stderr, "  trial %d (alphabet %s): merges differ from the reference\n", trial,
+                    alpha);
+        clipl_bpe_trainer_free(b);
+    }
+}
+
 static void test_errors(void)
 {
     clipl_bpe_trainer *b = clipl_bpe_trainer_new();
@@ -231,6 +352,7 @@ int main(void)
     test_sennrich();
     test_file_and_tokenizer();
     test_utf8();
+    test_against_reference();
     test_errors();
     return check_done("bpe_train");
 }
