@@ -157,8 +157,10 @@ static int bwd_binary(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
     switch (op) {
     case CLIPL_BIN_ADD:
         ga = clipl_tensor_retain((clipl_tensor *)g);
-        if (nb)
-            TRY(alpha == 1 ? clipl_tensor_clone(g, &gb) : clipl_mul_scalar(g, alpha, &gb));
+        if (nb && alpha == 1) /* gradients are never written in place: share g */
+            gb = clipl_tensor_retain((clipl_tensor *)g);
+        else if (nb)
+            TRY(clipl_mul_scalar(g, alpha, &gb));
         break;
     case CLIPL_BIN_SUB:
         ga = clipl_tensor_retain((clipl_tensor *)g);
