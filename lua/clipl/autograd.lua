@@ -179,7 +179,7 @@ function M.gradcheck(fn, inputs, opts)
                     scale = math.max(scale, math.abs(num))
                     err = math.max(err, math.abs(num - gf[j]))
                 end
-                if not (err / scale <= tol) then
+                if err / scale > tol or err ~= err then
                     ok = false
                     msg = string.format("input %d: max |analytic - numeric| / scale = %.3g > %g",
                         k, err / scale, tol)

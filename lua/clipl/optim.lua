@@ -161,7 +161,7 @@ local function clamp_logit_scale(list)
     end
 end
 
--- ---- shared optimizer methods --------------------------------------------------------------------
+-- ---- shared optimizer methods -------------------------------------------------------------------
 
 local Optimizer = {}
 Optimizer.__index = Optimizer
@@ -278,7 +278,7 @@ local function state_of(self, a)
     return st
 end
 
--- ---- AdamW ---------------------------------------------------------------------------------------
+-- ---- AdamW --------------------------------------------------------------------------------------
 
 local AdamW = setmetatable({}, {__index = Optimizer})
 AdamW.__index = AdamW
@@ -326,7 +326,7 @@ function AdamW:step()
     clamp_logit_scale(list)
 end
 
--- ---- SGD -----------------------------------------------------------------------------------------
+-- ---- SGD ----------------------------------------------------------------------------------------
 
 local SGD = setmetatable({}, {__index = Optimizer})
 SGD.__index = SGD
@@ -383,7 +383,7 @@ function SGD:step()
     clamp_logit_scale(list)
 end
 
--- ---- gradient clipping ---------------------------------------------------------------------------
+-- ---- gradient clipping --------------------------------------------------------------------------
 
 local function grads_of(params)
     local list
@@ -438,7 +438,7 @@ function M.clip_grad_norm(params, max_norm)
     return total
 end
 
--- ---- schedules -----------------------------------------------------------------------------------
+-- ---- schedules ----------------------------------------------------------------------------------
 
 local Cosine = {}
 Cosine.__index = Cosine
@@ -497,7 +497,7 @@ function Cosine:load_state_dict(sd)
     self:apply()
 end
 
--- ---- freezing ------------------------------------------------------------------------------------
+-- ---- freezing -----------------------------------------------------------------------------------
 
 --- clip.optim.freeze(params, pattern [, frozen = true]): parameters whose name matches the Lua
 -- pattern stop requiring grad (or require it again with frozen = false), e.g. lock the image

@@ -117,7 +117,7 @@ describe("autograd", function()
         s2:backward()
     end)
 
-    it("batch_norm_train: gradients by finite differences, running statistics as PyTorch", function()
+    it("batch_norm_train: gradients by finite differences, running stats as PyTorch", function()
         local x = clip.randn({3, 2, 2, 3}, {seed = 11}):requires_grad(true)
         local w = clip.randn({2}, {seed = 12}):requires_grad(true)
         local b = clip.randn({2}, {seed = 13}):requires_grad(true)
