@@ -7,8 +7,9 @@
  * A shape is an inside test plus a signed distance bound. Pixels whose centre lies more than half
  * a pixel diagonal from the edge are fully in or out; the others are sampled on a 4x4 grid and
  * blended by the covered fraction, so every edge pixel gets its exact 4x4-sampled coverage.
- * Everything is integer or double arithmetic in a fixed order: the same scene gives the same
- * bytes on every machine and with any number of threads.
+ * Everything is integer or double arithmetic in a fixed order, per image: the same scene gives
+ * the same bytes with any number of threads (and on any machine whose libm gives the same
+ * sin / cos / hypot, as glibc's correctly rounded ones do).
  */
 #include "image_internal.h"
 
