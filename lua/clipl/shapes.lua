@@ -190,7 +190,15 @@ local function config(opts)
     if #cfg.colours < 2 or #cfg.shapes < 1 then
         fail("need at least 2 colours and 1 shape")
     end
-    cfg.heldout = opts.heldout or shapes.HELDOUT
+    cfg.heldout = opts.heldout
+    if cfg.heldout == nil then -- the default pairs that exist among the colours and shapes in use
+        cfg.heldout = {}
+        for _, p in ipairs(shapes.HELDOUT) do
+            if cfg.colour_index[p[1]] and cfg.shape_kind[p[2]] then
+                cfg.heldout[#cfg.heldout + 1] = p
+            end
+        end
+    end
     cfg.is_heldout = {}
     for i, p in ipairs(cfg.heldout) do
         if type(p) ~= "table" or not cfg.colour_index[p[1]] or not cfg.shape_kind[p[2]] then
@@ -382,7 +390,8 @@ end
 --- shapes.sample(n, opts) -> n scene tables: {items = {{shape, colour, size, position, cx, cy,
 -- radius, angle, rgb}}, background = {kind, a, b, angle, period, noise, seed}, caption}.
 -- opts: size (64), split ("train" | "val" | "heldout" | "all"), two (fraction of two-shape
--- images: 0.2 for train, 0 otherwise), rotation (0.2 rad), colours, shapes, heldout, background
+-- images: 0.2 for train, 0 otherwise), rotation (0.2 rad), colours, shapes, heldout (default:
+-- the pairs of shapes.HELDOUT among the colours and shapes in use), background
 -- (force one kind), template (force one template number), generator or seed.
 function shapes.sample(n, opts)
     if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then

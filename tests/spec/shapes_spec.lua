@@ -191,6 +191,16 @@ describe("clip.shapes", function()
         end
         assert.are.equal(#shapes.HELDOUT, held)
         assert.are.same({"small", "medium", "large"}, l.sizes)
+        -- custom colours and shapes keep the default held-out pairs that exist among them
+        local own = shapes.labels({colours = {{"red", {255, 0, 0}}, {"teal", {0, 128, 128}}},
+                                   shapes = {"triangle", "ring"}})
+        local marked = {}
+        for _, p in ipairs(own.pairs) do
+            if p[3] then
+                marked[#marked + 1] = p[1] .. " " .. p[2]
+            end
+        end
+        assert.are.same({"red triangle"}, marked)
         local px = shapes.batch(5, {seed = 1, raw = true})
         local g = shapes.grid(px, 3)
         assert.are.same({128, 192, 3}, {g:size(1), g:size(2), g:size(3)})
