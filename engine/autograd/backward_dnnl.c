@@ -375,7 +375,22 @@ static int bwd_matmul(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
         clipl_tensor_release(p);
         t = p = NULL;
     }
-    if (clipl__node_needs(n, 1)) { /* gb = a^T @ gs */
+    if (clipl__node_needs(n, 1) && n->in[1].ndim == 2 && a->ndim > 2) {
+        /* a 2-d b shared by every batch: one matmul over all rows, no batched temporary */
+        int64_t as[2] = {-1, a->shape[a->ndim - 1]}, gsh[2] = {-1, gs->shape[gs->ndim - 1]};
+        clipl_tensor *a2 = NULL, *g2 = NULL;
+        rc = clipl_tensor_reshape(a, &a2, 2, as);
+        if (!rc)
+            rc = clipl_tensor_reshape(gs, &g2, 2, gsh);
+        if (!rc)
+            rc = clipl_tensor_transpose(a2, &t, 0, 1);
+        if (!rc)
+            rc = clipl_matmul(t, g2, NULL, &gin[1], NULL);
+        clipl_tensor_release(a2);
+        clipl_tensor_release(g2);
+        if (rc)
+            goto out;
+    } else if (clipl__node_needs(n, 1)) { /* gb = a^T @ gs */
         TRY(clipl_tensor_transpose(a, &t, -1, -2));
         TRY(clipl_matmul(t, gs, NULL, &p, NULL));
         TRY(sum_to_edge(n, 1, p, &gin[1]));

@@ -6,7 +6,8 @@
 --   opt:zero_grad(); loss:backward(); clip.optim.clip_grad_norm(opt, 1.0); opt:step(); sched:step()
 --
 -- Parameters can be given as a list of tensors, a table name -> tensor (e.g. a model's parameters,
--- by checkpoint key), a list of {name, tensor} pairs, or a list of parameter groups
+-- by checkpoint key), an iterator of (name, tensor) such as model:named_parameters(), a list of
+-- {name, tensor} pairs, or a list of parameter groups
 -- {params = <any of those>, lr = ..., weight_decay = ...} whose fields override the defaults.
 -- A step is one C call for all parameters of the optimizer (clipl_adamw_step / clipl_sgd_step over
 -- arrays of tensors: parameters stay separate tensors, nothing is flattened); parameters without a
@@ -35,6 +36,15 @@ local function named_list(params, what)
     local out = {}
     if is_tensor(params) then
         return {{name = "1", tensor = params}}
+    end
+    if type(params) == "function" then -- an iterator of (name, tensor): model:named_parameters()
+        for name, t in params do
+            if not is_tensor(t) then
+                error(what .. ": parameter '" .. tostring(name) .. "' is not a tensor", 4)
+            end
+            out[#out + 1] = {name = tostring(name), tensor = t}
+        end
+        return out
     end
     if type(params) ~= "table" then
         error(what .. ": expected parameters (a table of tensors), got " .. type(params), 4)
