@@ -992,6 +992,9 @@ CLIPL_API const char *clipl_tensor_grad_fn(const clipl_tensor *t);
 CLIPL_API clipl_tensor *clipl_tensor_grad(const clipl_tensor *t);
 /* Sets t's gradient to g (retained; shape must match t) or clears it (g NULL). */
 CLIPL_API int clipl_tensor_set_grad(clipl_tensor *t, clipl_tensor *g);
+/* Asks a non-leaf t to keep its gradient too (readable with clipl_tensor_grad after a backward);
+ * no-op for a leaf. */
+CLIPL_API int clipl_tensor_retain_grad(clipl_tensor *t);
 /* dst = a new header over t's data (shared), with no history and not requiring grad. *dst: new
  * reference. */
 CLIPL_API int clipl_tensor_detach(const clipl_tensor *t, clipl_tensor **dst);
