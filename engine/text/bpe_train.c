@@ -3,8 +3,9 @@
  * byte-to-unicode symbols and `</w>` word ends), written in the format of OpenAI's
  * bpe_simple_vocab_16e6.txt.gz so that clipl_tokenizer_load reads it.
  *
- * Words are the pre-tokens of the cleaned text (clipl__text_clean, then the tokenizer's regex),
- * counted. Each word is an array of symbol ids; symbols are interned strings. A step counts every
+ * Words are the pre-tokens of the cleaned text (clipl__text_clean, then the tokenizer's regex
+ * clipl__pretokenize_pattern), counted. Each word is an array of symbol ids; symbols are interned
+ * strings. A step counts every
  * adjacent pair over all words (weighted by word frequency; kept up to date incrementally), takes
  * the most frequent one (ties: smaller first symbol, then smaller second symbol, in byte order),
  * and replaces its occurrences left to right in every word, as SimpleTokenizer.bpe applies it.
@@ -20,12 +21,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
-
-/* The tokenizer's pre-tokenizer (engine/text/tokenizer.c, PATTERN): keep the two identical. The
- * spec checks that the tokenizer encodes each learned word as one token, which fails if they
- * differ. */
-static const char PATTERN[] = "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|"
-                              "[\\p{L}]+|[\\p{N}]|[^ \\p{L}\\p{N}\\x{345}]+";
 
 /* ---- interned strings: string -> id ------------------------------------------------------ */
 
@@ -286,7 +281,7 @@ clipl_bpe_trainer *clipl_bpe_trainer_new(void)
     bytes_to_unicode(b->byte_cp);
     int e;
     PCRE2_SIZE off;
-    b->re = pcre2_compile((PCRE2_SPTR)PATTERN, sizeof PATTERN - 1,
+    b->re = pcre2_compile((PCRE2_SPTR)clipl__pretokenize_pattern, clipl__pretokenize_pattern_len,
                           PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS, &e, &off, NULL);
     if (!b->re) {
         clipl__err(CLIPL_EUNSUPPORTED, "bpe_trainer: PCRE2 cannot compile the pre-tokenizer");

@@ -30,4 +30,9 @@ int clipl__utf8_decode_replace(const char *bytes, size_t len, char **out, size_t
  * Returns CLIPL_OK or an error (already recorded). */
 int clipl__text_clean(const char *text, size_t len, char **out, size_t *out_len);
 
+/* OpenAI's pre-tokenizer regex (tokenizer.c), for PCRE2 with PCRE2_UTF | PCRE2_UCP |
+ * PCRE2_CASELESS; shared with the BPE trainer so that both split text the same way. */
+extern const char clipl__pretokenize_pattern[];
+extern const size_t clipl__pretokenize_pattern_len;
+
 #endif

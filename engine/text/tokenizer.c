@@ -26,8 +26,10 @@
  * PCRE2's \s would also match U+180E, which is not White_Space. U+0345 is excluded from the last
  * class because under re.IGNORECASE the `regex` module matches it with neither [\p{L}] nor
  * [^\s\p{L}\p{N}] (it case folds to a letter), so Python drops it. */
-static const char PATTERN[] = "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|"
-                              "[\\p{L}]+|[\\p{N}]|[^ \\p{L}\\p{N}\\x{345}]+";
+const char clipl__pretokenize_pattern[] =
+    "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|"
+    "[\\p{L}]+|[\\p{N}]|[^ \\p{L}\\p{N}\\x{345}]+";
+const size_t clipl__pretokenize_pattern_len = sizeof clipl__pretokenize_pattern - 1;
 
 enum { OPENAI_MERGES = 49152 - 256 - 2, DEFAULT_CACHE_LIMIT = 200000 };
 
@@ -292,8 +294,9 @@ static int finish(clipl_tokenizer *t, const char *what)
 
     int e;
     PCRE2_SIZE off;
-    t->re = pcre2_compile((PCRE2_SPTR)PATTERN, sizeof PATTERN - 1,
-                          PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS, &e, &off, NULL);
+    t->re =
+        pcre2_compile((PCRE2_SPTR)clipl__pretokenize_pattern, sizeof clipl__pretokenize_pattern - 1,
+                      PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS, &e, &off, NULL);
     if (!t->re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(e, msg, sizeof msg);
