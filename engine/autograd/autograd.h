@@ -53,6 +53,7 @@ struct clipl__node {
     int64_t iv[2 * CLIPL_MAX_DIMS];         /* integer attributes */
     double fv[4];                           /* float attributes */
     int64_t *sizes;                         /* per-input sizes (cat), malloc'ed */
+    clipl_autograd *retain; /* the output's state when retain_grad asked for its gradient */
     /* backward pass scratch */
     uint64_t mark;
     int64_t deps;

@@ -16,7 +16,17 @@ static uint64_t mark_gen;
 struct clipl_autograd {
     clipl__node *fn;    /* producer (one reference), NULL for a leaf */
     clipl_tensor *grad; /* accumulated gradient (one reference) or NULL */
+    int32_t refcount;   /* the tensor's, plus its producer's after clipl_tensor_retain_grad */
 };
+
+static void ag_release(clipl_autograd *ag)
+{
+    if (!ag || __atomic_sub_fetch(&ag->refcount, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    clipl__node_release(ag->fn);
+    clipl_tensor_release(ag->grad);
+    free(ag);
+}
 
 int clipl_set_grad_enabled(int on)
 {
@@ -134,6 +144,7 @@ void clipl__node_release(clipl__node *n)
         }
         free_saved(x);
         clipl_tensor_release(x->gout);
+        ag_release(x->retain);
         free(x->sizes);
         free(x->in);
         free(x);
@@ -170,6 +181,8 @@ static clipl_autograd *ag_of(clipl_tensor *t)
         t->ag = calloc(1, sizeof *t->ag);
         if (!t->ag)
             clipl__err(CLIPL_ENOMEM, "autograd: out of memory");
+        else
+            t->ag->refcount = 1;
     }
     return t->ag;
 }
@@ -194,9 +207,27 @@ void clipl__ag_free(clipl_tensor *t)
     t->flags &= ~CLIPL_TF_REQUIRES_GRAD;
     if (!ag)
         return;
-    clipl__node_release(ag->fn);
-    clipl_tensor_release(ag->grad);
-    free(ag);
+    /* the history goes with the tensor (a producer that retains this state for retain_grad must
+     * not keep itself alive through it) */
+    clipl__node *fn = ag->fn;
+    ag->fn = NULL;
+    clipl__node_release(fn);
+    ag_release(ag);
+}
+
+int clipl_tensor_retain_grad(clipl_tensor *t)
+{
+    if (!t)
+        return clipl__err(CLIPL_EINVAL, "retain_grad: NULL tensor");
+    if (!t->ag || !t->ag->fn)
+        return CLIPL_OK; /* leaves keep their gradient anyway */
+    clipl__node *n = t->ag->fn;
+    if (n->retain == t->ag)
+        return CLIPL_OK;
+    __atomic_fetch_add(&t->ag->refcount, 1, __ATOMIC_RELAXED);
+    ag_release(n->retain);
+    n->retain = t->ag;
+    return CLIPL_OK;
 }
 
 /* ---- public state ---- */
@@ -393,7 +424,11 @@ static int run_backward(const clipl_tensor *t, clipl_tensor *g0, int retain)
             rc = clipl__err(CLIPL_ENOMEM, "backward: out of memory");
             goto out;
         }
-        if (x->gout) {
+        if (x->gout && x->retain) { /* retain_grad: keep a copy of the output's gradient */
+            clipl_tensor **rg = &x->retain->grad;
+            rc = *rg ? clipl_add_(*rg, x->gout, 1.0) : clipl_tensor_clone(x->gout, rg);
+        }
+        if (x->gout && !rc) {
             rc = x->backward(x, x->gout, gin);
             if (rc)
                 clipl__err_prefix("backward of %s", x->name);

@@ -51,6 +51,12 @@ register("grad_fn", function(t)
     return s ~= nil and ffi.string(s) or nil
 end, true)
 
+--- Asks a non-leaf t to keep its gradient (t.grad after backward); returns t.
+register("retain_grad", function(t)
+    check(C.clipl_tensor_retain_grad(t))
+    return t
+end, true)
+
 --- A tensor sharing t's data, with no history and not requiring grad.
 register("detach", function(t)
     return call_out(C.clipl_tensor_detach, t, slot)

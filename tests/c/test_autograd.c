@@ -583,6 +583,22 @@ static void test_tape(void)
     /* m^T [3, 2] rows 1..2 -> m columns 1..2 */
     CHECK(g && at(g, 0) == 0 && at(g, 1) == 1 && at(g, 2) == 1 && at(g, 3) == 0 && at(g, 5) == 1);
     clipl_tensor_release(g);
+    /* retain_grad keeps an intermediate's gradient; dropping it frees everything */
+    {
+        clipl_tensor *a = vec(3, (float[]){1, 2, 3}), *h = NULL, *k = NULL, *ks = NULL;
+        CHECK_OK(clipl_tensor_set_requires_grad(a, 1));
+        CHECK_OK(clipl_mul(a, a, &h));
+        CHECK_OK(clipl_tensor_retain_grad(h));
+        CHECK_OK(clipl_mul_scalar(h, 3.0, &k));
+        CHECK_OK(clipl_sum(k, &ks, CLIPL_ALL_DIMS, 0));
+        CHECK_OK(clipl_backward(ks, NULL, 0));
+        clipl_tensor *gh = clipl_tensor_grad(h), *ga = clipl_tensor_grad(a);
+        CHECK(gh && at(gh, 0) == 3 && at(gh, 2) == 3);
+        CHECK(ga && at(ga, 1) == 12); /* 3 * 2a */
+        clipl_tensor *rr[] = {gh, ga, a, h, k, ks};
+        for (size_t i = 0; i < sizeof rr / sizeof rr[0]; i++)
+            clipl_tensor_release(rr[i]);
+    }
     /* prepared weights refuse an input that requires grad */
     clipl_tensor *w = clipl_tensor_zeros(CLIPL_F32, 2, (int64_t[]){3, 4}), *o = NULL;
     clipl_linear_weights *lw = clipl_linear_prepare(w, NULL, -1, 0);

@@ -39,6 +39,12 @@ describe("autograd", function()
         assert.tensor_close(x.grad, clip.tensor({5, 7, 9}), 0)
         x:zero_grad()
         assert.is_nil(x.grad)
+        -- an intermediate keeps its gradient when asked
+        local h = (x * 2):retain_grad()
+        local k = (h * h):sum() -- dk/dh = 2h
+        k:backward()
+        assert.tensor_close(h.grad, clip.tensor({4, 8, 12}), 0)
+        assert.tensor_close(x.grad, clip.tensor({8, 16, 24}), 0)
     end)
 
     it("backpropagates through views to the viewed tensor", function()
