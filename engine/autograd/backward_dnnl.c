@@ -3,7 +3,7 @@
  * softmax/log-softmax, layer norm and convolution (data and weights) run on oneDNN's backward
  * primitives (cached like the forward ones); matmul/linear backward are matmuls; batch norm
  * (inference statistics) and attention (from its saved probabilities) are composed from forward
- * ops; pooling backward is a C loop over the windows (PyTorch's window and divisor rules).
+ * ops; pooling runs on oneDNN's backward (a C loop over the windows is the fallback).
  */
 #include "../ops/dnnl_util.h"
 #include "autograd.h"
@@ -751,7 +751,116 @@ int clipl__ag_batch_norm(const clipl_tensor *src, const clipl_tensor *mean, cons
 
 /* ---- pooling ---- */
 
-static int bwd_pool(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
+/* Pooling backward on oneDNN: max pooling runs the forward again in training mode for its
+ * workspace (the argmax positions), then the backward primitive scatters g through it; average
+ * pooling needs only the backward. Returns CLIPL_EUNSUPPORTED when oneDNN has no implementation. */
+static int pool_dnnl(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
+{
+    const char *op = "pool2d backward";
+    int kind = (int)n->iv[0], dt = n->in[0].dt, rc;
+    int64_t kh = n->iv[1], kw = n->iv[2], sh = n->iv[3], sw = n->iv[4], ph = n->iv[5],
+            pw = n->iv[6];
+    const int64_t *xs = n->in[0].shape;
+    int64_t H = xs[2], W = xs[3], OH = g->shape[2], OW = g->shape[3];
+    int64_t prh = (OH - 1) * sh + kh - H - ph, prw = (OW - 1) * sw + kw - W - pw;
+    if (prh < ph)
+        prh = ph;
+    if (prw < pw)
+        prw = pw;
+    dnnl_alg_kind_t alg = kind == CLIPL_POOL_MAX   ? dnnl_pooling_max
+                          : kind == CLIPL_POOL_AVG ? dnnl_pooling_avg_include_padding
+                                                   : dnnl_pooling_avg_exclude_padding;
+    dnnl_dims_t strides = {sh, sw}, kernel = {kh, kw}, dil = {0, 0}, pl = {ph, pw}, pr = {prh, prw};
+    clipl_tensor *gc = NULL, *xc = NULL, *y = NULL, *gx = NULL;
+    void *ws = NULL;
+    size_t ws_bytes = 0;
+    clipl__prim *pf = NULL, *pb = NULL;
+    int64_t xst[4], yst[4];
+    clipl__contiguous_strides(4, xs, xst);
+    clipl__contiguous_strides(4, g->shape, yst);
+    dnnl_memory_desc_t xmd, ymd;
+    TRY(clipl__dnnl_md_dims(&xmd, 4, xs, xst, dt, op));
+    TRY(clipl__dnnl_md_dims(&ymd, 4, g->shape, yst, dt, op));
+    dnnl_pooling_v2_desc_t fd, bd;
+    TRY(clipl__dnnl_check(dnnl_pooling_v2_forward_desc_init(&fd, dnnl_forward_training, alg, &xmd,
+                                                            &ymd, strides, kernel, dil, pl, pr),
+                          op, "descriptor"));
+    TRY(clipl__dnnl_check(
+        dnnl_pooling_v2_backward_desc_init(&bd, alg, &xmd, &ymd, strides, kernel, dil, pl, pr), op,
+        "descriptor"));
+    clipl__key k;
+    clipl__key_init(&k, "pool_bwd");
+    clipl__key_md(&k, &xmd);
+    clipl__key_md(&k, &ymd);
+    clipl__key_add(&k, alg);
+    for (int i = 0; i < 2; i++) {
+        clipl__key_add(&k, strides[i]);
+        clipl__key_add(&k, kernel[i]);
+        clipl__key_add(&k, pl[i]);
+        clipl__key_add(&k, pr[i]);
+    }
+    if (!(pb = bwd_prim(&k, &fd, &bd, op))) {
+        rc = clipl_errcode();
+        goto out;
+    }
+    TRY(contig(g, dt, &gc));
+    if (!(gx = clipl_tensor_empty(dt, 4, xs))) {
+        rc = clipl_errcode();
+        goto out;
+    }
+    clipl__arg args[3] = {{DNNL_ARG_DIFF_DST, &ymd, gc->ptr}, {DNNL_ARG_DIFF_SRC, &xmd, gx->ptr}};
+    int na = 2;
+    if (kind == CLIPL_POOL_MAX) {
+        clipl__key_init(&k, "pool_fwd_train");
+        clipl__key_md(&k, &xmd);
+        clipl__key_md(&k, &ymd);
+        for (int i = 0; i < 2; i++) {
+            clipl__key_add(&k, strides[i]);
+            clipl__key_add(&k, kernel[i]);
+            clipl__key_add(&k, pl[i]);
+            clipl__key_add(&k, pr[i]);
+        }
+        if (!(pf = bwd_prim(&k, NULL, &fd, op))) {
+            rc = clipl_errcode();
+            goto out;
+        }
+        const dnnl_memory_desc_t *wmd =
+            dnnl_primitive_desc_query_md(pf->pd, dnnl_query_workspace_md, 0);
+        ws_bytes = wmd ? dnnl_memory_desc_get_size(wmd) : 0;
+        if (!wmd || !ws_bytes || !(ws = clipl__alloc(ws_bytes))) {
+            rc = clipl__err(CLIPL_ENOMEM, "%s: no workspace for max pooling", op);
+            goto out;
+        }
+        TRY(contig(n->saved[0], dt, &xc));
+        if (!(y = clipl_tensor_empty(dt, 4, g->shape))) {
+            rc = clipl_errcode();
+            goto out;
+        }
+        clipl__arg fa[3] = {{DNNL_ARG_SRC, &xmd, xc->ptr},
+                            {DNNL_ARG_DST, &ymd, y->ptr},
+                            {DNNL_ARG_WORKSPACE, wmd, ws}};
+        TRY(clipl__prim_exec(pf, 3, fa, op));
+        args[na++] = (clipl__arg){DNNL_ARG_WORKSPACE, wmd, ws};
+    }
+    TRY(clipl__prim_exec(pb, na, args, op));
+    gin[0] = gx;
+    gx = NULL;
+out:
+    if (pf)
+        clipl__prim_release(pf);
+    if (pb)
+        clipl__prim_release(pb);
+    if (ws)
+        clipl__free(ws, ws_bytes);
+    clipl_tensor_release(gc);
+    clipl_tensor_release(xc);
+    clipl_tensor_release(y);
+    clipl_tensor_release(gx);
+    return rc;
+}
+
+/* The same in C (PyTorch's window and divisor rules), for what oneDNN does not implement. */
+static int bwd_pool_c(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
 {
     int kind = (int)n->iv[0], rc;
     int64_t kh = n->iv[1], kw = n->iv[2], sh = n->iv[3], sw = n->iv[4], ph = n->iv[5],
@@ -815,6 +924,15 @@ out:
     clipl_tensor_release(gc);
     clipl_tensor_release(gx);
     return rc;
+}
+
+static int bwd_pool(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
+{
+    int rc = pool_dnnl(n, g, gin);
+    if (rc != CLIPL_EUNSUPPORTED)
+        return rc;
+    clipl_errclear();
+    return bwd_pool_c(n, g, gin);
 }
 
 int clipl__ag_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t kh, int64_t kw,
