@@ -30,8 +30,8 @@ static void linear_free(nn_linear *l)
 
 static void conv_free(nn_conv *c)
 {
-    REL(c->w);
-    REL(c->b);
+    clipl_conv2d_weights_free(c->w);
+    c->w = NULL;
 }
 
 void clipl__nn_unprepare(clipl_model *m)
@@ -129,9 +129,10 @@ static int prep_block(const clipl_model *m, nn_block *b, const char *prefix, int
     return CLIPL_OK;
 }
 
-/* Folds conv (prefix.weight) with BatchNorm bn into c, in the compute dtype. */
+/* Folds conv_w with BatchNorm bn and prepares it (stride, padding, fused ReLU) for inputs of about
+ * hw x hw, in the compute dtype. */
 static int prep_conv(const clipl_model *m, nn_conv *c, const char *conv_w, const char *bn,
-                     int64_t stride, int64_t pad)
+                     int64_t stride, int64_t pad, int relu, int64_t hw)
 {
     int iw = clipl__nn_find(m, conv_w);
     int ig = idx(m, "%s.%s", bn, "weight"), ib = idx(m, "%s.%s", bn, "bias");
@@ -143,21 +144,20 @@ static int prep_conv(const clipl_model *m, nn_conv *c, const char *conv_w, const
     clipl_tensor *w = NULL, *b = NULL;
     int rc = clipl_fold_batch_norm(nn_p(m, iw), NULL, nn_p(m, im), nn_p(m, iv), nn_p(m, ig),
                                    nn_p(m, ib), BN_EPS, &w, &b);
-    if (!rc && m->dtype != CLIPL_F32) {
-        clipl_tensor *w2 = NULL;
-        rc = clipl_tensor_to(w, &w2, m->dtype);
-        clipl_tensor_release(w);
-        w = w2;
+    if (!rc) {
+        clipl_conv2d_opts o;
+        memset(&o, 0, sizeof o);
+        o.stride[0] = o.stride[1] = stride;
+        o.padding[0] = o.padding[1] = pad;
+        o.act = relu ? CLIPL_ACT_RELU : CLIPL_ACT_NONE;
+        c->w = clipl_conv2d_prepare(w, b, m->dtype, &o, hw, hw);
+        if (!c->w)
+            rc = clipl_errcode() ? clipl_errcode() : CLIPL_ENOMEM;
     }
-    if (rc) {
-        clipl_tensor_release(w);
-        clipl_tensor_release(b);
+    clipl_tensor_release(w);
+    clipl_tensor_release(b);
+    if (rc)
         return clipl__err_prefix("folding '%s' with '%s'", conv_w, bn);
-    }
-    c->w = w;
-    c->b = b;
-    c->stride = stride;
-    c->pad = pad;
     return CLIPL_OK;
 }
 
@@ -204,11 +204,13 @@ int clipl__nn_prepare(clipl_model *m)
             rc = prep_block(m, &m->vblocks[i], p, hint * t);
         }
     } else if (!rc) {
-        rc = prep_conv(m, &m->stem[0], "visual.conv1.weight", "visual.bn1", 2, 1);
+        int64_t r = c->image_resolution;
+        rc = prep_conv(m, &m->stem[0], "visual.conv1.weight", "visual.bn1", 2, 1, 1, r);
         if (!rc)
-            rc = prep_conv(m, &m->stem[1], "visual.conv2.weight", "visual.bn2", 1, 1);
+            rc = prep_conv(m, &m->stem[1], "visual.conv2.weight", "visual.bn2", 1, 1, 1, r / 2);
         if (!rc)
-            rc = prep_conv(m, &m->stem[2], "visual.conv3.weight", "visual.bn3", 1, 1);
+            rc = prep_conv(m, &m->stem[2], "visual.conv3.weight", "visual.bn3", 1, 1, 1, r / 2);
+        r /= 4;
         int n = 0;
         for (int l = 0; l < 4; l++)
             n += c->vision_layers[l];
@@ -226,19 +228,20 @@ int clipl__nn_prepare(clipl_model *m)
                 snprintf(p, sizeof p, "visual.layer%d.%d", l + 1, b);
                 nb->stride = (b == 0 && l > 0) ? 2 : 1;
                 snprintf(cw, sizeof cw, "%s.conv1.weight", p), snprintf(bn, sizeof bn, "%s.bn1", p);
-                rc = prep_conv(m, &nb->c1, cw, bn, 1, 0);
+                rc = prep_conv(m, &nb->c1, cw, bn, 1, 0, 1, r);
                 snprintf(cw, sizeof cw, "%s.conv2.weight", p), snprintf(bn, sizeof bn, "%s.bn2", p);
                 if (!rc)
-                    rc = prep_conv(m, &nb->c2, cw, bn, 1, 1);
+                    rc = prep_conv(m, &nb->c2, cw, bn, 1, 1, 1, r);
                 snprintf(cw, sizeof cw, "%s.conv3.weight", p), snprintf(bn, sizeof bn, "%s.bn3", p);
                 if (!rc)
-                    rc = prep_conv(m, &nb->c3, cw, bn, 1, 0);
+                    rc = prep_conv(m, &nb->c3, cw, bn, 1, 0, 0, r / nb->stride);
                 nb->has_ds = nb->stride > 1 || inplanes != planes * 4;
                 snprintf(cw, sizeof cw, "%s.downsample.0.weight", p);
                 snprintf(bn, sizeof bn, "%s.downsample.1", p);
                 if (!rc && nb->has_ds)
-                    rc = prep_conv(m, &nb->ds, cw, bn, 1, 0);
+                    rc = prep_conv(m, &nb->ds, cw, bn, 1, 0, 0, r / nb->stride);
                 inplanes = planes * 4;
+                r /= nb->stride;
             }
         }
         if (!rc && (m->ap_pos = idx(m, "%s%s", "visual.attnpool.positional_embedding", "")) < 0)
@@ -526,14 +529,9 @@ done:
     return rc;
 }
 
-static int conv_run(const nn_conv *cv, const clipl_tensor *x, clipl_tensor **dst, int relu)
+static int conv_run(const nn_conv *cv, const clipl_tensor *x, clipl_tensor **dst)
 {
-    clipl_conv2d_opts o;
-    memset(&o, 0, sizeof o);
-    o.stride[0] = o.stride[1] = cv->stride;
-    o.padding[0] = o.padding[1] = cv->pad;
-    o.act = relu ? CLIPL_ACT_RELU : CLIPL_ACT_NONE;
-    return clipl_conv2d(x, cv->w, cv->b, dst, &o);
+    return clipl_conv2d_apply(cv->w, x, dst);
 }
 
 static int avgpool(const clipl_tensor *x, int64_t k, clipl_tensor **dst)
@@ -547,12 +545,12 @@ static int resnet_stem(const clipl_model *m, const clipl_tensor *images, clipl_t
     int rc = images->dt == m->dtype ? clipl_tensor_contiguous(images, &x)
                                     : clipl_tensor_to(images, &x, m->dtype);
     if (!rc)
-        rc = conv_run(&m->stem[0], x, &a, 1);
+        rc = conv_run(&m->stem[0], x, &a);
     if (!rc)
-        rc = conv_run(&m->stem[1], a, &b, 1);
+        rc = conv_run(&m->stem[1], a, &b);
     REL(a);
     if (!rc)
-        rc = conv_run(&m->stem[2], b, &a, 1);
+        rc = conv_run(&m->stem[2], b, &a);
     if (!rc)
         rc = avgpool(a, 2, dst);
     clipl_tensor_release(x);
@@ -565,9 +563,9 @@ static int resnet_stem(const clipl_model *m, const clipl_tensor *images, clipl_t
 static int bottleneck(const nn_bottleneck *nb, const clipl_tensor *x, clipl_tensor **dst)
 {
     clipl_tensor *a = NULL, *b = NULL, *id = NULL, *idp = NULL;
-    int rc = conv_run(&nb->c1, x, &a, 1);
+    int rc = conv_run(&nb->c1, x, &a);
     if (!rc)
-        rc = conv_run(&nb->c2, a, &b, 1);
+        rc = conv_run(&nb->c2, a, &b);
     REL(a);
     if (!rc && nb->stride > 1) {
         rc = avgpool(b, nb->stride, &a);
@@ -576,7 +574,7 @@ static int bottleneck(const nn_bottleneck *nb, const clipl_tensor *x, clipl_tens
         a = NULL;
     }
     if (!rc)
-        rc = conv_run(&nb->c3, b, &a, 0);
+        rc = conv_run(&nb->c3, b, &a);
     REL(b);
     if (!rc && nb->has_ds) {
         const clipl_tensor *src = x;
@@ -585,7 +583,7 @@ static int bottleneck(const nn_bottleneck *nb, const clipl_tensor *x, clipl_tens
             src = idp;
         }
         if (!rc)
-            rc = conv_run(&nb->ds, src, &id, 0);
+            rc = conv_run(&nb->ds, src, &id);
     }
     if (!rc)
         rc = clipl_add_(a, nb->has_ds ? id : x, 1.0);

@@ -34,10 +34,10 @@ typedef struct nn_linear {
     clipl_linear_weights *w;
 } nn_linear;
 
-/* A convolution with its BatchNorm folded in (weights and bias in the compute dtype). */
+/* A convolution with its BatchNorm folded in and ReLU fused, prepared for oneDNN in the compute
+ * dtype. */
 typedef struct nn_conv {
-    clipl_tensor *w, *b;
-    int64_t stride, pad;
+    clipl_conv2d_weights *w;
 } nn_conv;
 
 /* A residual attention block: indices of its LayerNorm parameters and prepared linears. */
