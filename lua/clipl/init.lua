@@ -30,6 +30,7 @@ local parts = {
     "clipl.autograd",
     "clipl.nn",
     "clipl.optim",
+    "clipl.train",
 }
 
 for k, v in pairs(tensor) do

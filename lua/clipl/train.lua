@@ -1,0 +1,234 @@
+--- clipl.train: the training side of the models.
+--
+-- * A differentiable forward of both towers (ViT, ModifiedResNet with frozen or train-mode batch
+--   norm, the causal text transformer) composed of ops that record onto the autograd tape with the
+--   model's own parameter tensors, so loss:backward() reaches every parameter. The fast inference
+--   path (prepared oneDNN weights) has no backward; model:encode_image/encode_text take this path
+--   when grad mode is on and a parameter requires grad.
+-- * Checkpoints (model, optimizer, schedule, RNG, step) written atomically.
+-- * Data loaders: CSV/TSV of image path + caption, or a folder per class with templates.
+local ffi = require "ffi"
+local lib = require "clipl.lib"
+local tensor = require "clipl.tensor"
+
+local C = lib.C
+local M = {}
+
+local function clip()
+    return package.loaded["clipl"] or require "clipl"
+end
+
+-- ---- the differentiable forward ---------------------------------------------------------------
+
+local function param(model, name)
+    local t = model:parameter(name)
+    if t == nil then
+        error("train: model has no parameter '" .. name .. "'", 3)
+    end
+    return t
+end
+
+local function layer_norm(model, x, name)
+    return x:layer_norm({x:size(x:dim())}, param(model, name .. ".weight"),
+        param(model, name .. ".bias"), 1e-5)
+end
+
+-- x [N, T, W] through one residual attention block (OpenAI's ResidualAttentionBlock).
+local function block(model, pre, x, heads, mask, act)
+    local n, t, w = x:size(1), x:size(2), x:size(3)
+    local hd = w / heads
+    local h = layer_norm(model, x, pre .. "ln_1")
+    local qkv = h:linear(param(model, pre .. "attn.in_proj_weight"),
+        param(model, pre .. "attn.in_proj_bias"))
+    local function head_split(i)
+        return qkv:narrow(3, i * w + 1, w):reshape(n, t, heads, hd):transpose(2, 3)
+    end
+    local o = clip().attention(head_split(0), head_split(1), head_split(2), {mask = mask})
+    o = o:transpose(2, 3):reshape(n, t, w)
+    x = x + o:linear(param(model, pre .. "attn.out_proj.weight"),
+        param(model, pre .. "attn.out_proj.bias"))
+    h = layer_norm(model, x, pre .. "ln_2")
+    h = h:linear(param(model, pre .. "mlp.c_fc.weight"), param(model, pre .. "mlp.c_fc.bias"), act)
+    return x + h:linear(param(model, pre .. "mlp.c_proj.weight"),
+        param(model, pre .. "mlp.c_proj.bias"))
+end
+
+local function info_of(model)
+    local i = rawget(model, "_train_info")
+    if not i then
+        i = model:info()
+        rawset(model, "_train_info", i)
+    end
+    return i
+end
+
+local function vit_forward(model, images)
+    local info = info_of(model)
+    local n, w = images:size(1), info.vision_width
+    local x = images:conv2d(param(model, "visual.conv1.weight"), nil,
+        {stride = info.vision_patch_size})
+    x = x:reshape(n, w, -1):transpose(2, 3)
+    local cls = param(model, "visual.class_embedding"):reshape(1, 1, w):expand(n, 1, w)
+    x = clip().cat({cls, x}, 2) + param(model, "visual.positional_embedding")
+    x = layer_norm(model, x, "visual.ln_pre")
+    for i = 0, info.vision_layers - 1 do
+        x = block(model, "visual.transformer.resblocks." .. i .. ".", x, info.vision_heads, nil,
+            info.activation)
+    end
+    x = layer_norm(model, x:select(2, 1), "visual.ln_post")
+    return x:matmul(param(model, "visual.proj"))
+end
+
+-- ModifiedResNet: batch norm uses the running statistics (frozen, as CLIP fine-tuning does)
+-- unless model.bn_train is set, then the batch statistics (clip.nn.batch_norm_train, which also
+-- updates the running statistics).
+local function bn(model, x, name)
+    local mean = param(model, name .. ".running_mean")
+    local var = param(model, name .. ".running_var")
+    local wt, b = param(model, name .. ".weight"), param(model, name .. ".bias")
+    if rawget(model, "bn_train") then
+        return clip().nn.batch_norm_train(x, mean, var, wt, b, 0.1, 1e-5)
+    end
+    return x:batch_norm(mean, var, wt, b, 1e-5)
+end
+
+local function conv_bn(model, x, conv, bnname, opts, relu)
+    x = bn(model, x:conv2d(param(model, conv .. ".weight"), nil, opts), bnname)
+    return relu and x:relu() or x
+end
+
+local function bottleneck(model, pre, x, stride)
+    local out = conv_bn(model, x, pre .. "conv1", pre .. "bn1", nil, true)
+    out = conv_bn(model, out, pre .. "conv2", pre .. "bn2", {padding = 1}, true)
+    if stride > 1 then
+        out = out:avg_pool2d(stride)
+    end
+    out = conv_bn(model, out, pre .. "conv3", pre .. "bn3", nil, false)
+    local idn = x
+    if model:parameter(pre .. "downsample.0.weight") then
+        if stride > 1 then
+            idn = idn:avg_pool2d(stride)
+        end
+        idn = conv_bn(model, idn, pre .. "downsample.0", pre .. "downsample.1", nil, false)
+    end
+    return (out + idn):relu()
+end
+
+local function attnpool(model, x, heads)
+    local n, c = x:size(1), x:size(2)
+    x = x:reshape(n, c, -1):transpose(2, 3) -- [N, HW, C]
+    x = clip().cat({x:mean(2, {keepdim = true}), x}, 2) +
+        param(model, "visual.attnpool.positional_embedding")
+    local hd = c / heads
+    local function proj(name, rows)
+        local y = rows:linear(param(model, "visual.attnpool." .. name .. ".weight"),
+            param(model, "visual.attnpool." .. name .. ".bias"))
+        return y:reshape(n, y:size(2), heads, hd):transpose(2, 3)
+    end
+    local q = proj("q_proj", x:narrow(2, 1, 1))
+    local o = clip().attention(q, proj("k_proj", x), proj("v_proj", x))
+    o = o:transpose(2, 3):reshape(n, c)
+    return o:linear(param(model, "visual.attnpool.c_proj.weight"),
+        param(model, "visual.attnpool.c_proj.bias"))
+end
+
+local function resnet_forward(model, images)
+    local info = info_of(model)
+    local x = conv_bn(model, images, "visual.conv1", "visual.bn1", {stride = 2, padding = 1}, true)
+    x = conv_bn(model, x, "visual.conv2", "visual.bn2", {padding = 1}, true)
+    x = conv_bn(model, x, "visual.conv3", "visual.bn3", {padding = 1}, true)
+    x = x:avg_pool2d(2)
+    for s = 1, 4 do
+        for j = 0, info.vision_layers[s] - 1 do
+            local stride = (j == 0 and s > 1) and 2 or 1
+            x = bottleneck(model, "visual.layer" .. s .. "." .. j .. ".", x, stride)
+        end
+    end
+    return attnpool(model, x, info.vision_heads)
+end
+
+--- Differentiable encode_image: images [N, 3, R, R] -> [N, E], recorded onto the tape.
+function M.forward_image(model, images)
+    if images:dim() == 3 then
+        images = images:unsqueeze(1)
+    end
+    if info_of(model).vision_kind == "vit" then
+        return vit_forward(model, images)
+    end
+    return resnet_forward(model, images)
+end
+
+local masks = {}
+local function causal_mask(t)
+    if not masks[t] then
+        local rows = {}
+        for i = 1, t do
+            local r = {}
+            for j = 1, t do
+                r[j] = j > i and -math.huge or 0
+            end
+            rows[i] = r
+        end
+        masks[t] = tensor.tensor(rows, "f32")
+    end
+    return masks[t]
+end
+
+--- Differentiable encode_text: tokens [N, T] (0-based ids, as clip.tokenize gives) -> [N, E],
+-- pooled at each row's end token (the largest id). Positions after the last end token of the
+-- batch are not run: the mask is causal, so they never reach the pooled rows (exact).
+function M.forward_text(model, tokens)
+    if tokens:dim() == 1 then
+        tokens = tokens:view(1, -1)
+    end
+    local info = info_of(model)
+    local n = tokens:size(1)
+    local ends = tokens:argmax(2):totable() -- 1-based
+    local t = 1
+    for i = 1, n do
+        t = math.max(t, ends[i])
+    end
+    local tok = tokens:narrow(2, 1, t):to("i64") + 1
+    local x = clip().embedding(tok, param(model, "token_embedding.weight")) +
+        param(model, "positional_embedding"):narrow(1, 1, t)
+    local mask = causal_mask(t)
+    for i = 0, info.transformer_layers - 1 do
+        x = block(model, "transformer.resblocks." .. i .. ".", x, info.transformer_heads, mask,
+            info.activation)
+    end
+    local idx = {}
+    for i = 1, n do
+        idx[i] = (i - 1) * t + ends[i]
+    end
+    x = x:reshape(n * t, info.transformer_width):index_select(1, idx)
+    x = layer_norm(model, x, "ln_final")
+    return x:matmul(param(model, "text_projection"))
+end
+
+--- True when a forward of this model should record: grad mode on and a parameter requires grad.
+function M.wants_grad(model)
+    if not clip().is_grad_enabled() then
+        return false
+    end
+    for _, p in model:named_parameters() do
+        if p:requires_grad() then
+            return true
+        end
+    end
+    return false
+end
+
+--- Marks every parameter (or those whose name matches the Lua pattern) as requiring grad.
+function M.train_params(model, pattern, on)
+    if on == nil then
+        on = true
+    end
+    for name, p in model:named_parameters() do
+        if not pattern or name:find(pattern) then
+            p:requires_grad(on)
+        end
+    end
+    return model
+end
+
+return {train = M}
