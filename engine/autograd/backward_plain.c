@@ -352,6 +352,18 @@ static int scatter_add(clipl_tensor *dst, int dim, const clipl_tensor *index,
 
 /* ---- reductions ---- */
 
+/* Saves a private copy of an index output: the caller owns the returned indices and may change
+ * them in place (the Lua layer makes them 1-based). */
+static int save_copy(clipl__node *n, int i, const clipl_tensor *t)
+{
+    clipl_tensor *c = NULL;
+    int rc = clipl_tensor_clone(t, &c);
+    if (rc)
+        return rc;
+    n->saved[i] = c;
+    return CLIPL_OK;
+}
+
 /* g reshaped so that it broadcasts against the input (reduced dims back as size 1). */
 static int unreduce(const clipl__node *n, const clipl_tensor *g, clipl_tensor **gk)
 {
@@ -513,7 +525,7 @@ int clipl__ag_reduce(int kind, const clipl_tensor *src, clipl_tensor **values,
                 rc = clipl__node_save(n, 2, *values);
         }
         if (!rc && idx)
-            rc = clipl__node_save(n, 1, idx);
+            rc = save_copy(n, 1, idx);
     }
     clipl_tensor_release(idx);
     rc = finish(n, values, rc);
@@ -551,7 +563,7 @@ int clipl__ag_topk(const clipl_tensor *src, clipl_tensor **values, clipl_tensor 
     clipl__node *n = clipl__node_new("topk", bwd_topk, 1, &src);
     if (n) {
         n->iv[0] = clipl__wrap_dim(dim, src->ndim ? src->ndim : 1);
-        rc = clipl__node_save(n, 1, idx);
+        rc = save_copy(n, 1, idx);
     }
     clipl_tensor_release(idx);
     rc = finish(n, values, rc);
