@@ -346,10 +346,17 @@ int clipl__ag_layer_norm(const clipl_tensor *src, int norm_ndim, const clipl_ten
             rc = clipl__node_save(n, 3, r);
     }
     rc = finish(n, dst, rc);
+    /* the caller gets copies: the saved statistics must not change before the backward */
     if (!rc && mean)
-        *mean = clipl_tensor_retain(m);
-    if (!rc && rstd)
-        *rstd = clipl_tensor_retain(r);
+        rc = clipl_tensor_clone(m, mean);
+    if (!rc && rstd && (rc = clipl_tensor_clone(r, rstd)) && mean) {
+        clipl_tensor_release(*mean);
+        *mean = NULL;
+    }
+    if (rc && *dst) {
+        clipl_tensor_release(*dst);
+        *dst = NULL;
+    }
     clipl_tensor_release(m);
     clipl_tensor_release(r);
     return rc;
@@ -1039,8 +1046,10 @@ int clipl__ag_attention(const clipl_tensor *q, const clipl_tensor *k, const clip
             rc = clipl__node_save(n, 3, P);
     }
     rc = finish(n, dst, rc);
-    if (!rc && probs)
-        *probs = clipl_tensor_retain(P);
+    if (!rc && probs && (rc = clipl_tensor_clone(P, probs))) { /* a copy: P is saved */
+        clipl_tensor_release(*dst);
+        *dst = NULL;
+    }
     clipl_tensor_release(P);
     return rc;
 }
