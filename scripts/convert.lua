@@ -7,7 +7,8 @@ local cli = require "clipl.cli"
 
 local args = cli.parser {
     name = "convert",
-    description = "Converts a CLIP checkpoint (OpenAI .pt or TorchScript, torch.save state dict, " ..
+    description = "Converts a CLIP checkpoint (OpenAI .pt or TorchScript, torch.save state " ..
+        "dict, " ..
         "safetensors with OpenAI or HuggingFace names, an open_clip or HuggingFace folder) to " ..
         "safetensors with OpenAI's state_dict names, loadable by clipl and by OpenAI's " ..
         "build_model(). The architecture is checked on the way (every tensor present, every " ..

@@ -118,7 +118,8 @@ for k, v in pairs(dtypes) do
     dl[#dl + 1] = k .. " x" .. v
 end
 table.sort(dl)
-print(string.format("tensors     %d (%s elements; %s)", n, fmt_int(elements), table.concat(dl, ", ")))
+print(string.format("tensors     %d (%s elements; %s)", n, fmt_int(elements),
+    table.concat(dl, ", ")))
 if out.architecture then
     local a = out.architecture
     local layers = type(a.vision_layers) == "table" and

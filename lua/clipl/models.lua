@@ -21,7 +21,7 @@ local is_tensor = tensor.is_tensor
 
 local M = {}
 
-local VIT, RESNET = 0, 1
+local VIT = 0
 local VISUAL, TEXT = 0, 1
 local FULL_CONTEXT = 1
 
@@ -40,7 +40,7 @@ local CONFIGS = {
     ["ViT-L/14"] = "ViT-L-14", ["ViT-L/14@336px"] = "ViT-L-14-336",
 }
 
--- ---- helpers ---------------------------------------------------------------------------------------
+-- ---- helpers ------------------------------------------------------------------------------------
 
 local function raise_last(level)
     local msg = ffi.string(C.clipl_errmsg())
@@ -122,7 +122,8 @@ local function model_opts(opts, level)
     if opts.dtype ~= nil then
         local d = dtype_ids[opts.dtype]
         if not d then
-            error("load: dtype must be \"f32\" or \"bf16\", got " .. tostring(opts.dtype), level + 1)
+            error("load: dtype must be \"f32\" or \"bf16\", got " .. tostring(opts.dtype),
+                level + 1)
         end
         o.dtype = d
     end
@@ -135,7 +136,7 @@ local function model_opts(opts, level)
     return o
 end
 
--- ---- nodes ---------------------------------------------------------------------------------------
+-- ---- nodes --------------------------------------------------------------------------------------
 
 local Node = {}
 Node.__index = Node
@@ -176,7 +177,7 @@ local function sequence(model, prefix, items)
     return s
 end
 
--- ---- the model -----------------------------------------------------------------------------------
+-- ---- the model ----------------------------------------------------------------------------------
 
 local Model = {}
 Model.__index = Model
@@ -466,7 +467,7 @@ end
 
 M.Model = Model
 
--- ---- loading ---------------------------------------------------------------------------------------
+-- ---- loading ------------------------------------------------------------------------------------
 
 --- OpenAI's nine model names, then the local models found in the cache folder (weights files and
 -- model folders that are not one of the nine).
@@ -567,7 +568,8 @@ function M.model_config(name)
     local c = ffi.new("clipl_model_config")
     local path = config_path(name)
     if not exists(path) then
-        error("model_config: no config for '" .. tostring(name) .. "' (looked for " .. path .. ")", 2)
+        error("model_config: no config for '" .. tostring(name) .. "' (looked for " .. path ..
+            ")", 2)
     end
     check(C.clipl_model_config_from_json(path, c))
     return c

@@ -90,7 +90,8 @@ describe("clip.load", function()
         os.remove(dir)
         os.execute("mkdir -p '" .. dir .. "'")
         os.execute("ln -s '" .. P .. "tiny_vit/tiny_vit_jit.pt' '" .. dir .. "/ViT-B-32.pt'")
-        os.execute("ln -s '" .. P .. "tiny_rn/tiny_rn.safetensors' '" .. dir .. "/mine.safetensors'")
+        os.execute("ln -s '" .. P .. "tiny_rn/tiny_rn.safetensors' '" .. dir ..
+            "/mine.safetensors'")
         local old = os.getenv("CLIPL_CACHE")
         ffi.C.setenv("CLIPL_CACHE", dir, 1)
         local ok, err = pcall(function()
@@ -132,10 +133,10 @@ describe("clip.load", function()
             for _, sub in ipairs({"oc", "hf"}) do
                 local model = clip.load(dir .. "/" .. sub)
                 assert.are.equal("quick_gelu", model:info().activation)
-                assert.tensor_close(model:encode_image(images), expected("tiny_vit", "encode_image"),
-                    1e-4)
-                assert.tensor_close(model:encode_text(tokens), expected("tiny_vit", "encode_text"),
-                    1e-4)
+                assert.tensor_close(model:encode_image(images),
+                    expected("tiny_vit", "encode_image"), 1e-4)
+                assert.tensor_close(model:encode_text(tokens),
+                    expected("tiny_vit", "encode_text"), 1e-4)
             end
         end)
         os.execute("rm -rf '" .. dir .. "'")
@@ -203,8 +204,8 @@ describe("the model tree", function()
         for i = 1, #vit.transformer.resblocks do
             x = vit.transformer.resblocks[i](x)
         end
-        assert.tensor_close(x, clip.load_npy(P .. "tiny_vit/debug/text.transformer.resblocks.1.npy"),
-            1e-4)
+        assert.tensor_close(x,
+            clip.load_npy(P .. "tiny_vit/debug/text.transformer.resblocks.1.npy"), 1e-4)
         assert.tensor_close(vit.text_head(x, tokens), vit:encode_text(tokens), 1e-5)
         -- text runs only up to the end tokens; the full 77-token run gives the same embeddings
         assert.tensor_close(vit:encode_text(tokens),
@@ -239,8 +240,8 @@ describe("the model tree", function()
         for name in rn:named_parameters() do
             assert.is_nil(name:find("running_", 1, true))
         end
-        assert.are.same({384, 128}, vit:parameter("visual.transformer.resblocks.0.attn.in_proj_weight")
-            :size())
+        local w = vit:parameter("visual.transformer.resblocks.0.attn.in_proj_weight")
+        assert.are.same({384, 128}, w:size())
         assert.is_nil(vit:parameter("nope"))
         assert.is_true(math.abs(math.exp(vit.logit_scale:item()) - 1 / 0.07) < 1e-4)
     end)
@@ -333,13 +334,11 @@ describe("scripts/convert.lua and scripts/info.lua", function()
     end)
 
     it("info describes a checkpoint", function()
-        local saved = io.write
         local lines = {}
         local real_print = print
         _G.print = function(s) lines[#lines + 1] = s end
         local ok, err = pcall(run, "info.lua", {P .. "tiny_rn/tiny_rn.pt", "--json"})
         _G.print = real_print
-        io.write = saved
         assert(ok, err)
         local info = require("cjson").decode(table.concat(lines, "\n"))
         assert.are.equal("pt", info.format)
