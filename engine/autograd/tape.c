@@ -526,9 +526,24 @@ int clipl__sum_to(const clipl_tensor *g, int ndim, const int64_t *shape, clipl_t
     int lead = g->ndim - ndim;
     if (lead < 0)
         goto mismatch;
-    for (int i = 0; i < g->ndim; i++) {
+    if (lead > 1) { /* the leading dims go in one reduction when they can be merged by a view */
+        int64_t s2[CLIPL_MAX_DIMS], rows = 1;
+        for (int i = 0; i < lead; i++)
+            rows *= g->shape[i];
+        s2[0] = rows;
+        memcpy(s2 + 1, g->shape + lead, sizeof(int64_t) * (size_t)ndim);
+        if (clipl_tensor_view(cur, &nx, ndim + 1, s2) == CLIPL_OK) {
+            clipl_tensor_release(cur);
+            cur = nx;
+            nx = NULL;
+            lead = 1;
+        } else {
+            clipl_errclear();
+        }
+    }
+    for (int i = 0; i < cur->ndim; i++) {
         int j = i - lead;
-        if (j >= 0 && shape[j] == g->shape[i])
+        if (j >= 0 && shape[j] == cur->shape[i])
             continue;
         if (j >= 0 && shape[j] != 1)
             goto mismatch;
