@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PARITY "../../shared/clip/parity/"
 
@@ -394,6 +395,21 @@ static void check_named_configs(void)
             CHECK(fabs(fi / 1e9 - named[i].gflops_image) < 0.02);
         if (strcmp(named[i].file, "ViT-B-32") == 0)
             CHECK(fabs(ft / 1e9 - 2 * 2.98) < 0.02); /* a 77-token prompt: 2.98 GMAC */
+        if (strcmp(named[i].file, "RN50") == 0) {
+            /* one real seeded build (allocated, filled, prepared): its tensors add up to the
+             * same count as the meta count */
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            clipl_model *m = clipl_model_new(&c, 1, NULL);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            CHECK(m != NULL);
+            if (m) {
+                CHECK(clipl_model_num_params(m) == named[i].params);
+                printf("  RN50 seeded build (allocate, fill, fold BN, prepare): %.2f s\n",
+                       (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+            }
+            clipl_model_free(m);
+        }
     }
 }
 
