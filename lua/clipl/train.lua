@@ -152,6 +152,7 @@ function M.forward_image(model, images)
     if images:dim() == 3 then
         images = images:unsqueeze(1)
     end
+    rawset(model, "_params_changed", true) -- an optimizer step is expected to follow
     if info_of(model).vision_kind == "vit" then
         return vit_forward(model, images)
     end
@@ -181,6 +182,7 @@ function M.forward_text(model, tokens)
     if tokens:dim() == 1 then
         tokens = tokens:view(1, -1)
     end
+    rawset(model, "_params_changed", true)
     local info = info_of(model)
     local n = tokens:size(1)
     local ends = tokens:argmax(2):totable() -- 1-based
@@ -227,6 +229,262 @@ function M.train_params(model, pattern, on)
         if not pattern or name:find(pattern) then
             p:requires_grad(on)
         end
+    end
+    return model
+end
+
+
+-- ---- checkpoints --------------------------------------------------------------------------------
+
+ffi.cdef [[
+int open(const char *path, int flags, ...);
+int fsync(int fd);
+int close(int fd);
+]]
+local O_RDONLY, O_DIRECTORY = 0, 0x10000
+
+-- JSON with numbers written to 17 significant digits (a double round-trips exactly).
+local function json_encode(v, out)
+    local ty = type(v)
+    if ty == "table" then
+        local n = #v
+        local is_array = n > 0 or next(v) == nil
+        if is_array then
+            for k in pairs(v) do
+                if type(k) ~= "number" then
+                    is_array = false
+                    break
+                end
+            end
+        end
+        if is_array and next(v) ~= nil then
+            out[#out + 1] = "["
+            for i = 1, n do
+                if i > 1 then
+                    out[#out + 1] = ","
+                end
+                json_encode(v[i], out)
+            end
+            out[#out + 1] = "]"
+        else
+            local keys = {}
+            for k in pairs(v) do
+                keys[#keys + 1] = tostring(k)
+            end
+            table.sort(keys)
+            out[#out + 1] = "{"
+            for i, k in ipairs(keys) do
+                if i > 1 then
+                    out[#out + 1] = ","
+                end
+                json_encode(k, out)
+                out[#out + 1] = ":"
+                local x = v[k]
+                if x == nil then
+                    x = v[tonumber(k)]
+                end
+                json_encode(x, out)
+            end
+            out[#out + 1] = "}"
+        end
+    elseif ty == "number" then
+        if v ~= v or v == math.huge or v == -math.huge then
+            error("checkpoint: cannot store the number " .. tostring(v) .. " in JSON", 4)
+        end
+        out[#out + 1] = (v % 1 == 0 and math.abs(v) < 2 ^ 53) and string.format("%d", v) or
+            string.format("%.17g", v)
+    elseif ty == "string" then
+        out[#out + 1] = '"' .. v:gsub('[%c"\\]', function(c)
+            return string.format("\\u%04x", c:byte())
+        end) .. '"'
+    elseif ty == "boolean" then
+        out[#out + 1] = tostring(v)
+    else
+        error("checkpoint: cannot store a " .. ty .. " in JSON", 4)
+    end
+    return out
+end
+M.json_encode = function(v)
+    return table.concat(json_encode(v, {}))
+end
+
+local function fsync_path(path, dir)
+    local fd = ffi.C.open(path, O_RDONLY + (dir and O_DIRECTORY or 0))
+    if fd >= 0 then
+        ffi.C.fsync(fd)
+        ffi.C.close(fd)
+    end
+end
+
+local function dirname(path)
+    return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- Writes text to path atomically: a temporary file beside it, fsync, rename, fsync of the folder.
+local function write_atomic(path, text)
+    local tmp = path .. ".tmp"
+    local f, err = io.open(tmp, "wb")
+    if not f then
+        error("checkpoint: cannot write " .. tmp .. ": " .. tostring(err), 3)
+    end
+    f:write(text)
+    f:close()
+    fsync_path(tmp)
+    local ok, e2 = os.rename(tmp, path)
+    if not ok then
+        os.remove(tmp)
+        error("checkpoint: cannot rename " .. tmp .. " to " .. path .. ": " .. tostring(e2), 3)
+    end
+    fsync_path(dirname(path), true)
+end
+M.write_atomic = write_atomic
+
+local function generator_state(g)
+    local st = ffi.new("uint64_t[4]")
+    lib.check(C.clipl_generator_get_state(g, st))
+    local out = {}
+    for i = 0, 3 do
+        out[i + 1] = string.format("%016x", st[i])
+    end
+    return out
+end
+
+local function set_generator_state(g, hex)
+    local st = ffi.new("uint64_t[4]")
+    for i = 0, 3 do
+        local h = hex[i + 1]
+        st[i] = tonumber(h:sub(1, 8), 16) * 0x100000000ULL + tonumber(h:sub(9, 16), 16)
+    end
+    lib.check(C.clipl_generator_set_state(g, st))
+end
+
+--- train.save_checkpoint(path, {model =, optimizer =, scheduler =, step =, generators = {name =
+-- generator}, extra = table}): writes path (a small JSON: step, optimizer hyper-parameters and step
+-- counts, schedule, generator states, extra) and the tensors (model parameters and buffers,
+-- optimizer state) as safetensors in "<path minus .json>-<step>.safetensors". Both are written
+-- atomically (temporary file, fsync, rename) and the JSON, written last, names the tensor file: a
+-- run killed at any moment leaves the previous checkpoint whole. The previous tensor file is
+-- removed after the JSON is committed. opts.before_commit (tests) runs between the two.
+function M.save_checkpoint(path, st)
+    if type(path) ~= "string" or not path:find("%.json$") then
+        error("save_checkpoint: path must end in .json, got " .. tostring(path), 2)
+    end
+    local step = st.step or 0
+    local base = path:gsub("%.json$", "")
+    local tfile = string.format("%s-%d.safetensors", base, step)
+    local tensors, meta = {}, {format = "clipl-checkpoint", version = 1, step = step}
+    if st.model then
+        for name, p in st.model:named_parameters(nil, true) do
+            tensors["model/" .. name] = p
+        end
+    end
+    if st.optimizer then
+        local sd = st.optimizer:state_dict()
+        for k, t in pairs(sd.tensors) do
+            tensors["optim/" .. k] = t
+        end
+        meta.optimizer = {step = sd.step, groups = sd.groups, steps = sd.steps}
+    end
+    if st.scheduler then
+        meta.scheduler = st.scheduler:state_dict()
+    end
+    if st.generators then
+        meta.generators = {}
+        for name, g in pairs(st.generators) do
+            meta.generators[name] = generator_state(g)
+        end
+    end
+    meta.extra = st.extra
+    meta.tensors = tfile:match("[^/]*$")
+    local prev
+    local f = io.open(path, "rb")
+    if f then
+        local ok, old = pcall(require("cjson").decode, f:read("*a"))
+        f:close()
+        prev = ok and type(old) == "table" and old.tensors or nil
+    end
+    clip().save_safetensors(tfile, tensors, {format = "clipl-checkpoint", step = tostring(step)})
+    if st.before_commit then
+        st.before_commit()
+    end
+    write_atomic(path, M.json_encode(meta))
+    if prev and prev ~= meta.tensors then
+        os.remove(dirname(path) .. "/" .. prev)
+    end
+    return path
+end
+
+--- train.load_checkpoint(path, {model =, optimizer =, scheduler =, generators =}): restores what
+-- save_checkpoint wrote into the given objects (model parameters are copied in place) and returns
+-- the JSON table (step, extra, ...), or nil when path does not exist.
+function M.load_checkpoint(path, st)
+    st = st or {}
+    local f = io.open(path, "rb")
+    if not f then
+        return nil
+    end
+    local text = f:read("*a")
+    f:close()
+    local ok, meta = pcall(require("cjson").decode, text)
+    if not ok or type(meta) ~= "table" or meta.format ~= "clipl-checkpoint" then
+        error("load_checkpoint: " .. path .. " is not a clipl checkpoint", 2)
+    end
+    local tfile = dirname(path) .. "/" .. meta.tensors
+    local tensors = clip().load_safetensors(tfile)
+    if st.model then
+        clip().no_grad(function()
+            for name, p in st.model:named_parameters(nil, true) do
+                local t = tensors["model/" .. name]
+                if t == nil then
+                    error("load_checkpoint: " .. tfile .. " has no tensor 'model/" .. name .. "'", 4)
+                end
+                if t:numel() ~= p:numel() then
+                    error(string.format("load_checkpoint: %s: 'model/%s' has %d elements, the " ..
+                        "model's parameter %d", tfile, name, t:numel(), p:numel()), 4)
+                end
+                lib.check(C.clipl_tensor_make_writable(p))
+                p:copy(t:reshape(p:size()))
+            end
+        end)
+        M.mark_changed(st.model)
+    end
+    if st.optimizer and meta.optimizer then
+        local sd = {step = meta.optimizer.step, groups = meta.optimizer.groups,
+            steps = meta.optimizer.steps, tensors = {}}
+        for k, t in pairs(tensors) do
+            local key = k:match("^optim/(.*)$")
+            if key then
+                sd.tensors[key] = t
+            end
+        end
+        st.optimizer:load_state_dict(sd)
+    end
+    if st.scheduler and meta.scheduler then
+        st.scheduler:load_state_dict(meta.scheduler)
+    end
+    if st.generators and meta.generators then
+        for name, g in pairs(st.generators) do
+            if meta.generators[name] then
+                set_generator_state(g, meta.generators[name])
+            end
+        end
+    end
+    return meta
+end
+
+-- ---- prepared weights after training ------------------------------------------------------------
+
+--- Tells the model that its parameters changed (training, loading): the prepared inference weights
+-- are rebuilt before the next inference call.
+function M.mark_changed(model)
+    rawset(model, "_params_changed", true)
+end
+
+--- Rebuilds the prepared weights when the parameters changed since they were prepared.
+function M.ensure_prepared(model)
+    if rawget(model, "_params_changed") then
+        rawset(model, "_params_changed", false)
+        model:prepare()
     end
     return model
 end
