@@ -166,6 +166,30 @@ describe("schedules, clipping, groups and freezing", function()
         assert.has_error(function() clip.optim.clip_grad_norm({a}, 0) end)
     end)
 
+    it("keeps memory flat over a training loop (graphs freed, no growth)", function()
+        local w = clip.randn({64, 64}, {seed = 3}):mul(0.1):requires_grad(true)
+        local x = clip.randn({32, 64}, {seed = 4})
+        local opt = clip.optim.AdamW({w = w}, {lr = 1e-3})
+        local function step()
+            opt:zero_grad()
+            local h = x
+            for _ = 1, 4 do
+                h = h:matmul(w):gelu()
+            end
+            h:square():mean():backward()
+            opt:step()
+        end
+        for _ = 1, 3 do step() end
+        collectgarbage()
+        collectgarbage()
+        local base, nodes = clip.live_bytes(), clip.autograd_live_nodes()
+        for _ = 1, 30 do step() end
+        collectgarbage()
+        collectgarbage()
+        assert.equal(nodes, clip.autograd_live_nodes())
+        assert.is_true(clip.live_bytes() <= base, clip.live_bytes() .. " > " .. base)
+    end)
+
     it("accumulates gradients until zero_grad", function()
         local w = clip.tensor({1.0, 2.0}):requires_grad(true)
         local opt = clip.optim.SGD({w}, {lr = 0.5})
