@@ -29,6 +29,8 @@
 #define EPS 1e-2
 
 static clipl_generator *gen;
+static double worst_err; /* largest error / scale over the gradient checks */
+static const char *worst_case = "";
 
 #define SHAPE(...)                                                                                 \
     (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), ((int64_t[]){__VA_ARGS__})
@@ -353,6 +355,10 @@ static void gradcheck(const gcase *c)
             double d = fabs(ga - num);
             if (!(d <= err))
                 err = isnan(d) ? INFINITY : d;
+        }
+        if (err / scale > worst_err) {
+            worst_err = err / scale;
+            worst_case = c->name;
         }
         if (!ok || !(err / scale <= GRAD_TOL)) {
             check_failures++;
@@ -790,6 +796,8 @@ int main(void)
     gen = clipl_generator_new(1234);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         gradcheck(&cases[i]);
+    printf("gradient checks: %zu ops, largest |analytic - numeric| / scale %.2g (%s), tol %.0e\n",
+           sizeof cases / sizeof cases[0], worst_err, worst_case, GRAD_TOL);
     test_tape();
     test_chain_memory();
     test_bf16();
