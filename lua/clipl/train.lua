@@ -472,6 +472,384 @@ function M.load_checkpoint(path, st)
     return meta
 end
 
+
+-- ---- data ---------------------------------------------------------------------------------------
+
+local function is_dir(path)
+    local f = io.open(path .. "/.", "rb")
+    if f then
+        f:close()
+        return true
+    end
+    return false
+end
+
+-- One line of CSV (RFC 4180 quoting) or TSV (tabs, no quoting) -> fields.
+local function split_line(line, sep)
+    if sep == "\t" then
+        local out = {}
+        for field in (line .. "\t"):gmatch("([^\t]*)\t") do
+            out[#out + 1] = field
+        end
+        return out
+    end
+    local out, i, n = {}, 1, #line
+    while i <= n + 1 do
+        if line:sub(i, i) == '"' then
+            local buf, j = {}, i + 1
+            while true do
+                local q = line:find('"', j, true)
+                if not q then
+                    return nil
+                end
+                buf[#buf + 1] = line:sub(j, q - 1)
+                if line:sub(q + 1, q + 1) == '"' then
+                    buf[#buf + 1] = '"'
+                    j = q + 2
+                else
+                    i = q + 1
+                    break
+                end
+            end
+            out[#out + 1] = table.concat(buf)
+            i = i + 1 -- the comma
+        else
+            local c = line:find(",", i, true) or n + 1
+            out[#out + 1] = line:sub(i, c - 1)
+            i = c + 1
+        end
+    end
+    return out
+end
+
+--- Reads a CSV or TSV file with a header: returns the column names and the rows (tables column
+-- name -> value). The separator is a tab when the name ends in .tsv or the header has a tab.
+function M.read_table(path)
+    local f, err = io.open(path, "rb")
+    if not f then
+        error("read_table: cannot open " .. path .. ": " .. tostring(err), 2)
+    end
+    local header = f:read("*l")
+    if not header then
+        f:close()
+        error("read_table: " .. path .. " is empty (expected a header line)", 2)
+    end
+    header = header:gsub("\r$", ""):gsub("^\239\187\191", "")
+    local sep = (path:find("%.tsv$") or header:find("\t", 1, true)) and "\t" or ","
+    local cols = split_line(header, sep)
+    local rows, ln = {}, 1
+    for line in f:lines() do
+        ln = ln + 1
+        line = line:gsub("\r$", "")
+        if line:find("%S") then
+            local fields = split_line(line, sep)
+            if not fields or #fields < #cols then
+                f:close()
+                error(string.format("read_table: %s:%d: expected %d fields, got %s", path, ln,
+                    #cols, fields and #fields or "an unterminated quote"), 2)
+            end
+            local row = {}
+            for i, c in ipairs(cols) do
+                row[c] = fields[i]
+            end
+            rows[#rows + 1] = row
+        end
+    end
+    f:close()
+    return cols, rows
+end
+
+local function pick_column(cols, wanted, names, path)
+    if wanted then
+        for _, c in ipairs(cols) do
+            if c == wanted then
+                return c
+            end
+        end
+        error(string.format("dataset: %s has no column '%s' (columns: %s)", path, wanted,
+            table.concat(cols, ", ")), 3)
+    end
+    for _, n in ipairs(names) do
+        for _, c in ipairs(cols) do
+            if c:lower() == n then
+                return c
+            end
+        end
+    end
+    error(string.format("dataset: %s has none of the columns %s (columns: %s)", path,
+        table.concat(names, ", "), table.concat(cols, ", ")), 3)
+end
+
+local function fill_template(tpl, label)
+    if tpl:find("{}", 1, true) then
+        return (tpl:gsub("{}", function() return label end))
+    end
+    return tpl .. " " .. label
+end
+
+--- A data set of (image path, caption[, label]) items.
+-- * a CSV/TSV file: columns for the image path (opts.path_column, else one named path, image,
+--   filepath, file or filename; relative paths are relative to the file's folder) and the caption
+--   (opts.caption_column, else caption, text, title). opts.label_column names the class column;
+--   "a+b" joins columns a and b with a space (e.g. "colour+shape"); rows whose class cell holds
+--   several values ("red+blue", two objects) are skipped.
+-- * a folder with one subfolder per class: captions from opts.templates (a list with "{}" for the
+--   class name, default {"a photo of a {}."}), one chosen per item by its index.
+-- Returns {items = {{path, caption, label}}, classes = {names} (when labelled), source = path}.
+function M.dataset(path, opts)
+    opts = opts or {}
+    if type(path) ~= "string" then
+        error("dataset: expected a CSV/TSV file or a folder of class folders, got " .. type(path), 2)
+    end
+    local ds = {items = {}, source = path}
+    local templates = opts.templates or {"a photo of a {}."}
+    if is_dir(path) then
+        local files = require "clipl.files"
+        local p = io.popen("ls -1 '" .. path:gsub("'", "'\\''") .. "'")
+        local classes = {}
+        for name in p:lines() do
+            if is_dir(path .. "/" .. name) then
+                classes[#classes + 1] = name
+            end
+        end
+        p:close()
+        if #classes == 0 then
+            error("dataset: " .. path .. " has no class folders", 2)
+        end
+        ds.classes = classes
+        for ci, c in ipairs(classes) do
+            local label = c:gsub("_", " ")
+            ds.classes[ci] = label
+            for _, img in ipairs(files.images({path .. "/" .. c})) do
+                local k = #ds.items
+                ds.items[k + 1] = {path = img, label = ci,
+                    caption = fill_template(templates[k % #templates + 1], label)}
+            end
+        end
+    else
+        local cols, rows = M.read_table(path)
+        local pc = pick_column(cols, opts.path_column, {"path", "image", "filepath", "file",
+            "filename"}, path)
+        local cc = pick_column(cols, opts.caption_column, {"caption", "text", "title"}, path)
+        local lcs
+        if opts.label_column then
+            lcs = {}
+            for part in opts.label_column:gmatch("[^+]+") do
+                lcs[#lcs + 1] = pick_column(cols, part, {}, path)
+            end
+        end
+        local base = path:match("^(.*)/[^/]*$") or "."
+        local class_index = {}
+        ds.classes = lcs and {} or nil
+        for _, row in ipairs(rows) do
+            local multi = false
+            for _, c in ipairs(lcs or {}) do
+                multi = multi or row[c]:find("+", 1, true) ~= nil
+            end
+            if not multi then
+                M._add_row(ds, row, pc, cc, lcs, base, class_index)
+            end
+        end
+    end
+    if #ds.items == 0 then
+        error("dataset: " .. path .. " holds no images", 2)
+    end
+    return ds
+end
+
+-- one CSV/TSV row into the data set
+function M._add_row(ds, row, pc, cc, lcs, base, class_index)
+    local ip = row[pc]
+    if ip:sub(1, 1) ~= "/" then
+        ip = base .. "/" .. ip
+    end
+    local item = {path = ip, caption = row[cc]}
+    if lcs then
+        local parts = {}
+        for i, c in ipairs(lcs) do
+            parts[i] = row[c]
+        end
+        local label = table.concat(parts, " ")
+        if not class_index[label] then
+            ds.classes[#ds.classes + 1] = label
+            class_index[label] = #ds.classes
+        end
+        item.label = class_index[label]
+    end
+    ds.items[#ds.items + 1] = item
+end
+
+-- A permutation of 1..n from a seeded generator (Fisher-Yates on its uniform draws).
+local function permutation(n, seed)
+    local u = tensor.rand({math.max(n, 1)}, {seed = seed}):totable()
+    local p = {}
+    for i = 1, n do
+        p[i] = i
+    end
+    for i = n, 2, -1 do
+        local j = math.floor(u[i] * i) + 1
+        p[i], p[j] = p[j], p[i]
+    end
+    return p
+end
+M.permutation = permutation
+
+local Loader = {}
+Loader.__index = Loader
+
+--- train.loader(dataset, {batch_size = 32, resolution = 224, shuffle = true, seed = 0, drop_last =
+-- true, tokenize = fn(captions) -> tokens}): batches of {images [B, 3, R, R], tokens, captions,
+-- labels, paths}. The order of epoch e is a permutation seeded by (seed, e), so a resumed run
+-- sees the same batches.
+function M.loader(ds, opts)
+    opts = opts or {}
+    local self = setmetatable({ds = ds, batch_size = opts.batch_size or 32,
+        resolution = opts.resolution or 224, shuffle = opts.shuffle ~= false,
+        seed = opts.seed or 0, drop_last = opts.drop_last ~= false, tokenize = opts.tokenize},
+        Loader)
+    local n = #ds.items
+    self.batches = self.drop_last and math.floor(n / self.batch_size) or
+        math.ceil(n / self.batch_size)
+    if self.batches == 0 then
+        error(string.format("loader: %d items make no batch of %d (lower the batch size)", n,
+            self.batch_size), 2)
+    end
+    return self
+end
+
+--- The b-th batch (1-based) of epoch e.
+function Loader:batch(e, b)
+    local n = #self.ds.items
+    local order = self._order_epoch == e and self._order or nil
+    if not order then
+        order = self.shuffle and permutation(n, self.seed * 100003 + e) or nil
+        self._order, self._order_epoch = order, e
+    end
+    local paths, caps, labels, items = {}, {}, {}, {}
+    for i = (b - 1) * self.batch_size + 1, math.min(n, b * self.batch_size) do
+        local it = self.ds.items[order and order[i] or i]
+        items[#items + 1] = it
+    end
+    for i, it in ipairs(items) do
+        paths[i] = it.path
+    end
+    local images, failed = clip().preprocess_batch(paths, self.resolution, {skip_bad = true})
+    local bad = {}
+    for _, f in ipairs(failed or {}) do
+        bad[f.index] = f
+    end
+    local kept = {}
+    for i, it in ipairs(items) do
+        if not bad[i] then
+            kept[#kept + 1] = i
+            caps[#caps + 1] = it.caption
+            labels[#labels + 1] = it.label
+        end
+    end
+    if #failed > 0 then
+        if #kept == 0 then
+            error("loader: no image of the batch could be read: " .. tostring(failed[1].path) ..
+                ": " .. tostring(failed[1].message), 2)
+        end
+        images = images:index_select(1, kept)
+    end
+    local batch = {images = images, captions = caps, labels = labels, failed = failed}
+    if self.tokenize then
+        batch.tokens = self.tokenize(caps)
+    end
+    return batch
+end
+
+--- for b, batch in loader:iter(epoch [, first]) do ... end
+function Loader:iter(e, first)
+    local b = (first or 1) - 1
+    return function()
+        b = b + 1
+        if b > self.batches then
+            return nil
+        end
+        return b, self:batch(e or 1, b)
+    end
+end
+
+-- ---- plotting -----------------------------------------------------------------------------------
+
+--- Draws a loss curve (raw values in grey, a moving average in blue) into a PNG of w x h pixels.
+function M.plot_losses(path, losses, opts)
+    opts = opts or {}
+    local w, h = opts.width or 480, opts.height or 240
+    local img = tensor.full({h, w, 3}, 255, "u8")
+    local px = img:data()
+    local function put(x, y, r, g, b)
+        if x >= 0 and x < w and y >= 0 and y < h then
+            local o = (y * w + x) * 3
+            px[o], px[o + 1], px[o + 2] = r, g, b
+        end
+    end
+    local ml, mr, mt, mb = 30, 10, 10, 20
+    for x = ml, w - mr do
+        put(x, h - mb, 0, 0, 0)
+    end
+    for y = mt, h - mb do
+        put(ml, y, 0, 0, 0)
+    end
+    local n = #losses
+    if n > 0 then
+        local lo, hi = 0, -math.huge
+        for _, v in ipairs(losses) do
+            hi = math.max(hi, v)
+        end
+        if hi <= lo then
+            hi = lo + 1
+        end
+        local pw, ph = w - ml - mr - 1, h - mt - mb - 1
+        local function xy(i, v)
+            local x = ml + 1 + math.floor((n > 1 and (i - 1) / (n - 1) or 0) * (pw - 1) + 0.5)
+            local y = h - mb - 1 - math.floor((v - lo) / (hi - lo) * (ph - 1) + 0.5)
+            return x, y
+        end
+        -- gridlines at quarter heights
+        for q = 1, 4 do
+            local _, y = xy(1, lo + (hi - lo) * q / 4)
+            for x = ml + 1, w - mr, 4 do
+                put(x, y, 200, 200, 200)
+            end
+        end
+        local function line(x0, y0, x1, y1, r, g, b)
+            local steps = math.max(math.abs(x1 - x0), math.abs(y1 - y0), 1)
+            for s = 0, steps do
+                put(math.floor(x0 + (x1 - x0) * s / steps + 0.5),
+                    math.floor(y0 + (y1 - y0) * s / steps + 0.5), r, g, b)
+            end
+        end
+        local px0, py0
+        for i, v in ipairs(losses) do
+            local x, y = xy(i, v)
+            if px0 then
+                line(px0, py0, x, y, 170, 170, 170)
+            end
+            px0, py0 = x, y
+        end
+        local k = math.max(1, math.floor(n / 50))
+        local acc, q, prev = 0, {}, nil
+        for i, v in ipairs(losses) do
+            acc = acc + v
+            q[#q + 1] = v
+            if #q > k then
+                acc = acc - table.remove(q, 1)
+            end
+            local x, y = xy(i, acc / #q)
+            if prev then
+                line(prev[1], prev[2], x, y, 20, 60, 200)
+                line(prev[1], prev[2] + 1, x, y + 1, 20, 60, 200)
+            end
+            prev = {x, y}
+        end
+    end
+    clip().shapes.save(img, path)
+    return path
+end
+
 -- ---- prepared weights after training ------------------------------------------------------------
 
 --- Tells the model that its parameters changed (training, loading): the prepared inference weights
