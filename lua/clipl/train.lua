@@ -182,17 +182,28 @@ function M.forward_text(model, tokens)
     if tokens:dim() == 1 then
         tokens = tokens:view(1, -1)
     end
+    local t = 1
+    for _, e in ipairs(tokens:argmax(2):totable()) do
+        t = math.max(t, e)
+    end
+    tokens = tokens:narrow(2, 1, t)
+    local x = clip().embedding(tokens:to("i64") + 1, param(model, "token_embedding.weight"))
+    return M.forward_text_embeddings(model, x, tokens)
+end
+
+--- The text tower from token embeddings x [N, T, W] (e.g. with learned context vectors in place
+-- of some tokens, as CoOp): adds the positional embedding, runs the causal blocks and pools at the
+-- position of each row's largest id in tokens [N, T].
+function M.forward_text_embeddings(model, x, tokens)
     rawset(model, "_params_changed", true)
     local info = info_of(model)
-    local n = tokens:size(1)
-    local ends = tokens:argmax(2):totable() -- 1-based
-    local t = 1
-    for i = 1, n do
-        t = math.max(t, ends[i])
+    local n, t = x:size(1), x:size(2)
+    if tokens:size(1) ~= n or tokens:size(2) ~= t then
+        error(string.format("forward_text_embeddings: embeddings [%s] and tokens [%s] differ " ..
+            "in N or T", table.concat(x:size(), "x"), table.concat(tokens:size(), "x")), 2)
     end
-    local tok = tokens:narrow(2, 1, t):to("i64") + 1
-    local x = clip().embedding(tok, param(model, "token_embedding.weight")) +
-        param(model, "positional_embedding"):narrow(1, 1, t)
+    local ends = tokens:argmax(2):totable() -- 1-based
+    x = x + param(model, "positional_embedding"):narrow(1, 1, t)
     local mask = causal_mask(t)
     for i = 0, info.transformer_layers - 1 do
         x = block(model, "transformer.resblocks." .. i .. ".", x, info.transformer_heads, mask,
@@ -848,6 +859,62 @@ function M.plot_losses(path, losses, opts)
     end
     clip().shapes.save(img, path)
     return path
+end
+
+--- Image features of a whole labelled data set with the frozen model (inference path, no grad):
+-- returns features [N, E] f32 (L2-normalised when opts.normalize) and labels {1-based}.
+function M.features(model, ds, opts)
+    opts = opts or {}
+    M.ensure_prepared(model)
+    local loader = M.loader(ds, {batch_size = opts.batch_size or 128, shuffle = false,
+        drop_last = false, resolution = model:info().image_resolution})
+    local parts, labels = {}, {}
+    clip().no_grad(function()
+        for _, b in loader:iter(1) do
+            local f = model:encode_image(b.images)
+            parts[#parts + 1] = opts.normalize and clip().nn.normalize(f) or f
+            for _, l in ipairs(b.labels) do
+                labels[#labels + 1] = l
+            end
+            if opts.progress then
+                opts.progress(#labels, #ds.items)
+            end
+        end
+    end)
+    return clip().cat(parts, 1), labels
+end
+
+--- Multinomial logistic regression on fixed features, as scikit-learn's LogisticRegression(C)
+-- (the objective C * sum of cross-entropies + |W|^2 / 2, bias not penalised), full batch, by
+-- Adam for opts.iters steps (default 300; lr opts.lr, 0.05). Returns {weight [D, K], bias [K]}.
+function M.logistic_regression(x, labels, k, c, opts)
+    opts = opts or {}
+    local n, d = x:size(1), x:size(2)
+    local w = tensor.zeros({d, k}, "f32"):requires_grad(true)
+    local b = tensor.zeros({k}, "f32"):requires_grad(true)
+    local opt = clip().optim.AdamW({weight = w, bias = b}, {lr = opts.lr or 0.05,
+        weight_decay = 0})
+    local lab = tensor.tensor(labels, "i64")
+    for _ = 1, opts.iters or 300 do
+        local loss = clip().nn.cross_entropy(x:matmul(w) + b, lab) +
+            (w * w):sum() * (0.5 / (c * n))
+        opt:zero_grad()
+        loss:backward()
+        opt:step()
+    end
+    return {weight = w:detach(), bias = b:detach()}
+end
+
+--- Accuracy (0..1) of argmax(x W + b) against labels.
+function M.accuracy(logits, labels)
+    local pred = logits:argmax(2):totable()
+    local right = 0
+    for i, l in ipairs(labels) do
+        if pred[i] == l then
+            right = right + 1
+        end
+    end
+    return right / math.max(#labels, 1)
 end
 
 -- ---- prepared weights after training ------------------------------------------------------------
