@@ -518,9 +518,53 @@ int clipl_backward(const clipl_tensor *t, const clipl_tensor *grad, int retain_g
 
 /* ---- shared helper ---- */
 
+/* Column sums of a contiguous f32 [R, C] (a gradient reduced over its leading dims, e.g. a bias
+ * gradient): double accumulators, columns split across threads. */
+static int column_sums(const clipl_tensor *g, int64_t R, int64_t C, int ndim, const int64_t *shape,
+                       clipl_tensor **dst)
+{
+    clipl_tensor *out = clipl_tensor_empty(CLIPL_F32, ndim, shape);
+    if (!out)
+        return clipl_errcode();
+    const float *src = g->ptr;
+    float *o = out->ptr;
+    enum { BLOCK = 256 };
+    int64_t nblocks = (C + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) if (R * C > 65536)
+    for (int64_t b = 0; b < nblocks; b++) {
+        double acc[BLOCK];
+        int64_t c0 = b * BLOCK, n = C - c0 < BLOCK ? C - c0 : BLOCK;
+        for (int64_t j = 0; j < n; j++)
+            acc[j] = 0;
+        for (int64_t r = 0; r < R; r++) {
+            const float *row = src + r * C + c0;
+            for (int64_t j = 0; j < n; j++)
+                acc[j] += row[j];
+        }
+        for (int64_t j = 0; j < n; j++)
+            o[c0 + j] = (float)acc[j];
+    }
+    *dst = out;
+    return CLIPL_OK;
+}
+
 int clipl__sum_to(const clipl_tensor *g, int ndim, const int64_t *shape, clipl_tensor **dst)
 {
     char b1[96], b2[96];
+    if (g->dt == CLIPL_F32 && g->ndim > ndim && clipl_tensor_is_contiguous(g)) {
+        /* the fast case: only leading dims go (a bias gradient) */
+        int lead = g->ndim - ndim;
+        int64_t R = 1, C = 1;
+        bool trailing = true;
+        for (int i = 0; i < ndim; i++) {
+            trailing = trailing && shape[i] == g->shape[lead + i];
+            C *= shape[i];
+        }
+        for (int i = 0; i < lead; i++)
+            R *= g->shape[i];
+        if (trailing && R > 0 && C > 0)
+            return column_sums(g, R, C, ndim, shape, dst);
+    }
     clipl_tensor *cur = clipl_tensor_retain((clipl_tensor *)g), *nx = NULL;
     int rc = CLIPL_OK;
     int lead = g->ndim - ndim;
