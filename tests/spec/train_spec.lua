@@ -147,3 +147,173 @@ describe("PyTorch parity", function()
         end
     end)
 end)
+
+-- ---- data, loaders, scripts ---------------------------------------------------------------------
+
+local function tmpdir()
+    local p = os.tmpname()
+    os.remove(p)
+    os.execute("mkdir -p '" .. p .. "'")
+    return p
+end
+
+local function write(path, text)
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+end
+
+-- a few 16 x 16 PNGs of solid colours
+local function make_images(dir, n, prefix)
+    local paths = {}
+    for i = 1, n do
+        local px = clip.full({16, 16, 3}, (i * 37) % 256, "u8")
+        local p = dir .. "/" .. (prefix or "img") .. i .. ".png"
+        clip.shapes.save(px, p)
+        paths[i] = p
+    end
+    return paths
+end
+
+describe("data sets", function()
+    it("reads CSV with quotes, doubled quotes, commas and CRLF, and TSV", function()
+        local dir = tmpdir()
+        write(dir .. "/a.csv", 'filepath,title\r\n"x, y.png","a ""quoted"" caption"\r\nb.png,plain\r\n')
+        local cols, rows = clip.train.read_table(dir .. "/a.csv")
+        assert.are.same({"filepath", "title"}, cols)
+        assert.are.same({filepath = "x, y.png", title = 'a "quoted" caption'}, rows[1])
+        assert.are.same({filepath = "b.png", title = "plain"}, rows[2])
+        write(dir .. "/b.tsv", "path\tcaption\tcolour\tshape\n/abs.png\ta red circle\tred\tcircle\n" ..
+            "rel.png\ttwo\tred+blue\tcircle+star\n")
+        local ds = clip.train.dataset(dir .. "/b.tsv", {label_column = "colour+shape"})
+        -- the two-object row is skipped for a labelled set
+        assert.are.equal(1, #ds.items)
+        assert.are.same({path = "/abs.png", caption = "a red circle", label = 1}, ds.items[1])
+        assert.are.same({"red circle"}, ds.classes)
+        local all = clip.train.dataset(dir .. "/b.tsv")
+        assert.are.equal(dir .. "/rel.png", all.items[2].path)
+        write(dir .. "/bad.csv", "path,caption\nonly-one-field\n")
+        assert.has_error(function() clip.train.dataset(dir .. "/bad.csv") end,
+            "read_table: " .. dir .. "/bad.csv:2: expected 2 fields, got 1")
+        write(dir .. "/nocap.csv", "path,label\na.png,x\n")
+        local ok, err = pcall(clip.train.dataset, dir .. "/nocap.csv")
+        assert.is_false(ok)
+        assert.is_truthy(err:find("has none of the columns caption, text, title", 1, true))
+        os.execute("rm -rf '" .. dir .. "'")
+    end)
+
+    it("class folders get captions from the templates", function()
+        local dir = tmpdir()
+        os.execute("mkdir -p '" .. dir .. "/red_car' '" .. dir .. "/boat'")
+        make_images(dir .. "/red_car", 2)
+        make_images(dir .. "/boat", 1)
+        local ds = clip.train.dataset(dir, {templates = {"a photo of a {}.", "a {} again"}})
+        assert.are.same({"boat", "red car"}, ds.classes)
+        assert.are.equal(3, #ds.items)
+        assert.are.equal("a photo of a boat.", ds.items[1].caption)
+        assert.are.equal("a red car again", ds.items[2].caption)
+        assert.are.equal(2, ds.items[3].label)
+        os.execute("rm -rf '" .. dir .. "'")
+    end)
+
+    it("the loader visits every item once per epoch in a seeded order", function()
+        local dir = tmpdir()
+        local paths = make_images(dir, 10)
+        local rows = {"path,caption"}
+        for i, p in ipairs(paths) do
+            rows[#rows + 1] = p .. ",caption " .. i
+        end
+        write(dir .. "/d.csv", table.concat(rows, "\n") .. "\n")
+        local ds = clip.train.dataset(dir .. "/d.csv")
+        local ld = clip.train.loader(ds, {batch_size = 4, resolution = 8, seed = 3})
+        assert.are.equal(2, ld.batches) -- drop_last
+        local function order(e)
+            local seen = {}
+            for _, b in ld:iter(e) do
+                assert.are.same({4, 3, 8, 8}, b.images:size())
+                for _, c in ipairs(b.captions) do
+                    seen[#seen + 1] = c
+                end
+            end
+            return seen
+        end
+        local e1, e1b, e2 = order(1), order(1), order(2)
+        assert.are.same(e1, e1b)
+        assert.are_not.same(e1, e2)
+        local full = clip.train.loader(ds, {batch_size = 4, drop_last = false, shuffle = false,
+            resolution = 8})
+        local n, last = 0, nil
+        for b, batch in full:iter(1) do
+            n = n + #batch.captions
+            last = b
+        end
+        assert.are.equal(10, n)
+        assert.are.equal(3, last)
+        -- the first item of batch 2 of epoch 1 is the 5th of the permutation
+        local perm = clip.train.permutation(10, 3 * 100003 + 1)
+        assert.are.equal("caption " .. perm[5], e1[5])
+        os.execute("rm -rf '" .. dir .. "'")
+    end)
+
+    it("plots a loss curve as a PNG", function()
+        local dir = tmpdir()
+        local losses = {}
+        for i = 1, 200 do
+            losses[i] = 4 * math.exp(-i / 50) + 0.1 * math.sin(i)
+        end
+        clip.train.plot_losses(dir .. "/loss.png", losses, {width = 300, height = 150})
+        local img = clip.image.load(dir .. "/loss.png")
+        assert.are.same({150, 300}, img:size())
+        os.execute("rm -rf '" .. dir .. "'")
+    end)
+end)
+
+describe("clipl train", function()
+    it("trains from a TSV, evaluates, writes a loadable model, and resumes", function()
+        local dir = tmpdir()
+        os.execute("mkdir -p '" .. dir .. "/img'")
+        local g = clip.generator(4)
+        local rows = {"path\tcaption\tcolour\tshape"}
+        local px, caps, scenes = clip.shapes.batch(24, {generator = g, raw = true, size = 32,
+            two = 0})
+        for i = 1, 24 do
+            local p = string.format("img/%02d.png", i)
+            clip.shapes.save(px:select(1, i), dir .. "/" .. p)
+            local colour, shape = scenes[i].items[1].colour, scenes[i].items[1].shape
+            rows[#rows + 1] = table.concat({p, caps[i], colour, shape}, "\t")
+        end
+        write(dir .. "/train.tsv", table.concat(rows, "\n") .. "\n")
+        write(dir .. "/cfg.json", [[{"embed_dim": 32, "quick_gelu": true,
+            "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16,
+                           "head_width": 32},
+            "text_cfg": {"context_length": 16, "vocab_size": 0, "width": 32, "heads": 1,
+                         "layers": 1}}]])
+        local v = clip.bpe.learn(caps, {merges = 50})
+        v:save(dir .. "/vocab.txt.gz")
+        local bin = (os.getenv("CLIPL_LIB") or "build/libclipl.so"):gsub("libclipl%.so$", "clipl")
+        local cmd = string.format("'%s' train --train '%s/train.tsv' --val '%s/train.tsv' " ..
+            "--val-column colour+shape --templates 'a {}' --config '%s/cfg.json' --vocab " ..
+            "'%s/vocab.txt.gz' --out '%s/run' --batch-size 8 --epochs 2 --warmup 2 --lr 1e-3 " ..
+            "--threads 1 2> '%s/log'", bin, dir, dir, dir, dir, dir, dir)
+        assert.is_true(os.execute(cmd) == 0, cmd)
+        local log = io.open(dir .. "/log"):read("*a")
+        assert.is_truthy(log:find("zero-shot accuracy on " .. dir .. "/train.tsv", 1, true), log)
+        assert.is_truthy(log:find("6 of 6 steps", 1, true), log)
+        for _, f in ipairs({"model.safetensors", "checkpoint.json", "checkpoint-6.safetensors",
+            "loss.png", "log.jsonl", "config.json", "bpe_simple_vocab_16e6.txt.gz"}) do
+            assert.is_truthy(io.open(dir .. "/run/" .. f), f)
+        end
+        local m = clip.load(dir .. "/run/model.safetensors")
+        local ck = clip.load_safetensors(dir .. "/run/checkpoint-6.safetensors")
+        assert.are.equal(0, (m:parameter("visual.proj") - ck["model/visual.proj"]):abs():max()
+            :item())
+        -- the tokenizer beside the weights is the learned one
+        assert.are.equal(512 + #v.merges + 2, clip.zeroshot.tokenizer_of(m).vocab_size)
+        -- the same command again resumes at the end and trains no more
+        assert.is_true(os.execute(cmd) == 0)
+        log = io.open(dir .. "/log"):read("*a")
+        assert.is_truthy(log:find("resumed from " .. dir .. "/run/checkpoint.json at step 6 of 6",
+            1, true), log)
+        os.execute("rm -rf '" .. dir .. "'")
+    end)
+end)
