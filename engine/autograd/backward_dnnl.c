@@ -157,11 +157,13 @@ int clipl__ag_eltwise(const clipl_tensor *src, clipl_tensor **dst, int act, doub
 
 /* ---- softmax ---- */
 
-static int bwd_softmax(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
+/* gsrc = the gradient of a softmax (log = 0) or log-softmax (log = 1) along dim d, from its
+ * output y (contiguous) and the output's gradient g, on oneDNN's softmax backward. */
+static int softmax_bwd(const clipl_tensor *y, const clipl_tensor *g, int d, int log,
+                       clipl_tensor **gsrc)
 {
     const char *op = "softmax backward";
-    const clipl_tensor *y = n->saved[0];
-    int d = (int)n->iv[0], log = (int)n->iv[1], rc;
+    int rc;
     clipl_tensor *gc = NULL, *out = NULL;
     TRY(contig(g, y->dt, &gc));
     if (!(out = clipl_tensor_empty(y->dt, y->ndim, y->shape))) {
@@ -195,12 +197,17 @@ static int bwd_softmax(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin
         if (rc)
             goto out;
     }
-    gin[0] = out;
+    *gsrc = out;
     out = NULL;
 out:
     clipl_tensor_release(gc);
     clipl_tensor_release(out);
     return rc;
+}
+
+static int bwd_softmax(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
+{
+    return softmax_bwd(n->saved[0], g, (int)n->iv[0], (int)n->iv[1], &gin[0]);
 }
 
 int clipl__ag_softmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int log)
@@ -985,20 +992,18 @@ static int bwd_attention(clipl__node *n, const clipl_tensor *g, clipl_tensor **g
         rc = CLIPL_OK;
         goto out;
     }
-    /* gS = P * (gP - sum(gP * P, -1)) with gP = g @ v^T */
+    /* gS = P * (gP - sum(gP * P, -1)) with gP = g @ v^T: the softmax backward */
     TRY(clipl_tensor_transpose(v, &t, -1, -2));
     TRY(clipl_matmul(g, t, NULL, &gP, NULL));
     clipl_tensor_release(t);
     t = NULL;
-    TRY(clipl_mul(gP, P, &p));
-    TRY(clipl_sum(p, &t, -1, 1));
-    clipl_tensor_release(p);
-    p = NULL;
-    TRY(clipl_sub(gP, t, &p));
-    TRY(clipl_mul(P, p, &gS));
-    clipl_tensor_release(t);
-    clipl_tensor_release(p);
-    t = p = NULL;
+    if (!clipl_tensor_is_contiguous(P)) {
+        TRY(clipl_tensor_contiguous(P, &t));
+        clipl_tensor_release(P);
+        P = t;
+        t = NULL;
+    }
+    TRY(softmax_bwd(P, gP, P->ndim - 1, 0, &gS));
     if (clipl__node_needs(n, 3))
         TRY(sum_to_edge(n, 3, gS, &gin[3]));
     TRY(clipl_mul_scalar(gS, scale, &gSs));
