@@ -458,10 +458,13 @@ static int bwd_linear(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
     int rc = CLIPL_OK;
     clipl_tensor *g2 = NULL, *x2 = NULL, *gt = NULL, *p = NULL;
     int64_t O = n->in[1].shape[0], I = n->in[1].shape[1];
-    if (clipl__node_needs(n, 0)) { /* gx = g @ W */
-        TRY(clipl_matmul(g, w, NULL, &p, NULL));
-        gin[0] = p;
-        p = NULL;
+    if (clipl__node_needs(n, 0)) { /* gx = g @ W, as one 2-d product over all rows */
+        int64_t gs2[2] = {-1, O};
+        TRY(clipl_tensor_reshape(g, &g2, 2, gs2));
+        TRY(clipl_matmul(g2, w, NULL, &p, NULL));
+        TRY(clipl_tensor_reshape(p, &gin[0], n->in[0].ndim, n->in[0].shape));
+        clipl_tensor_release(g2);
+        g2 = NULL;
     }
     if (clipl__node_needs(n, 1)) { /* gW = g2^T @ x2 over all leading rows */
         int64_t gs[2] = {-1, O}, xs[2] = {-1, I};
