@@ -851,6 +851,37 @@ done:
     return rc;
 }
 
+/* The text tower over the first t positions of tokens [N, >= t] -> dst [N, E]. */
+static int text_run(const clipl_model *m, const clipl_tensor *tokens, int64_t t, clipl_tensor **dst,
+                    const char *op)
+{
+    clipl_tensor *x = NULL, *mask = causal_mask(t);
+    if (!mask)
+        return clipl_errcode();
+    int rc = text_embed(m, tokens, t, &x, op);
+    for (int i = 0; i < m->cfg.transformer_layers && !rc; i++) {
+        if (clipl__should_stop())
+            rc = clipl__err(CLIPL_EINTERRUPTED, "%s: interrupted", op);
+        else
+            rc = block_run(m, &m->tblocks[i], m->cfg.transformer_heads, x, mask);
+    }
+    if (!rc)
+        rc = text_head(m, x, tokens, dst, op);
+    clipl_tensor_release(x);
+    clipl_tensor_release(mask);
+    return rc;
+}
+
+typedef struct row_len {
+    int64_t len, row;
+} row_len;
+
+static int by_len(const void *a, const void *b)
+{
+    const row_len *x = a, *y = b;
+    return x->len != y->len ? (x->len < y->len ? -1 : 1) : (x->row < y->row ? -1 : 1);
+}
+
 int clipl_model_encode_text_ex(const clipl_model *m, const clipl_tensor *tokens, clipl_tensor **dst,
                                int flags)
 {
@@ -862,32 +893,60 @@ int clipl_model_encode_text_ex(const clipl_model *m, const clipl_tensor *tokens,
         rc = clipl__err(CLIPL_EINVAL, "%s: NULL dst", op);
     if (rc)
         return rc;
-    /* the mask is causal, so positions after the last end token never influence the pooled
-     * ones: run only the columns up to the furthest end token */
-    int64_t n = tokens->shape[0], t = tokens->shape[1];
-    if (!(flags & CLIPL_TEXT_FULL_CONTEXT)) {
-        int64_t l = 1;
-        for (int64_t i = 0; i < n; i++) {
-            int64_t e = argmax_row(tokens, i) + 1;
-            if (e > l)
-                l = e;
-        }
-        t = l;
+    int64_t n = tokens->shape[0];
+    if (flags & CLIPL_TEXT_FULL_CONTEXT)
+        return text_run(m, tokens, tokens->shape[1], dst, op);
+    /* The mask is causal, so positions after a row's end token never influence its pooled
+     * position: each row needs only its prefix. Rows are grouped by length (sorted; a group
+     * ends when a row is more than 1.5x as long as the group's shortest and the group has 4
+     * rows) and each group runs up to its longest end token. */
+    row_len *rl = malloc(sizeof *rl * (size_t)n);
+    if (!rl)
+        return clipl__err(CLIPL_ENOMEM, "%s: out of memory", op);
+    for (int64_t i = 0; i < n; i++)
+        rl[i] = (row_len){argmax_row(tokens, i) + 1, i};
+    qsort(rl, (size_t)n, sizeof *rl, by_len);
+    int64_t ngroups = 1;
+    for (int64_t i = 1, first = 0; i < n; i++)
+        if (rl[i].len * 2 > rl[first].len * 3 && i - first >= 4)
+            ngroups++, first = i;
+    if (ngroups == 1) {
+        int64_t t = rl[n - 1].len;
+        free(rl);
+        return text_run(m, tokens, t, dst, op);
     }
-    clipl_tensor *x = NULL, *mask = causal_mask(t);
-    if (!mask)
+    int64_t e = m->cfg.embed_dim;
+    clipl_tensor *out = clipl_tensor_empty(CLIPL_F32, 2, (const int64_t[]){n, e});
+    if (!out) {
+        free(rl);
         return clipl_errcode();
-    rc = text_embed(m, tokens, t, &x, op);
-    for (int i = 0; i < m->cfg.transformer_layers && !rc; i++) {
-        if (clipl__should_stop())
-            rc = clipl__err(CLIPL_EINTERRUPTED, "%s: interrupted", op);
-        else
-            rc = block_run(m, &m->tblocks[i], m->cfg.transformer_heads, x, mask);
     }
-    if (!rc)
-        rc = text_head(m, x, tokens, dst, op);
-    clipl_tensor_release(x);
-    clipl_tensor_release(mask);
+    for (int64_t first = 0; first < n && !rc;) {
+        int64_t last = first + 1;
+        while (last < n && !(rl[last].len * 2 > rl[first].len * 3 && last - first >= 4))
+            last++;
+        int64_t g = last - first, t = rl[last - 1].len;
+        clipl_tensor *sub = clipl_tensor_empty(CLIPL_I64, 2, (const int64_t[]){g, t}), *r = NULL;
+        if (!sub) {
+            rc = clipl_errcode();
+            break;
+        }
+        for (int64_t k = 0; k < g; k++)
+            for (int64_t j = 0; j < t; j++)
+                ((int64_t *)sub->ptr)[k * t + j] = tok_at(tokens, rl[first + k].row, j);
+        rc = text_run(m, sub, t, &r, op);
+        for (int64_t k = 0; k < g && !rc; k++)
+            memcpy((float *)out->ptr + rl[first + k].row * e, (const float *)r->ptr + k * e,
+                   sizeof(float) * (size_t)e);
+        clipl_tensor_release(sub);
+        clipl_tensor_release(r);
+        first = last;
+    }
+    free(rl);
+    if (rc)
+        clipl_tensor_release(out);
+    else
+        *dst = out;
     return rc;
 }
 
