@@ -281,11 +281,12 @@ CLIPL_API const char *clipl_act_name(int act);
 CLIPL_API int clipl_act_from_name(const char *name);
 
 /* Options of matmul and linear (NULL means all defaults: no activation, scale 1, no accumulate).
- * Result = act(scale * (a @ b) + bias) [+ sum_scale * accum]. */
+ * Result = act(scale * (a @ b + bias)) [+ sum_scale * accum]: oneDNN applies the output scale
+ * after the bias. */
 typedef struct clipl_matmul_opts {
     int32_t act;         /* clipl_act applied after the bias */
     float alpha, beta;   /* parameters of act (see clipl_act) */
-    float scale;         /* multiplies a @ b before the bias; 0 is read as 1 */
+    float scale;         /* multiplies a @ b + bias; 0 is read as 1 */
     float sum_scale;     /* weight of accum in the sum; 0 is read as 1 */
     clipl_tensor *accum; /* borrowed; when set, the result is added into it in place (residual
                             adds) and *dst receives a new reference to accum */
@@ -412,8 +413,9 @@ CLIPL_API void clipl_dnnl_cache_clear(void);
 
 /* -- plain ops -- */
 /* Elementwise binary ops, reductions, top-k, joins and indexing (engine/ops/binary.c, reduce.c,
- * index.c, join.c). Forward only; every op is a pure function of its inputs so that a backward can
- * be recorded around it later. Inputs are borrowed; *dst receives a new reference.
+ * index.c, join.c). Each op is a pure function of its inputs and records its backward onto the
+ * tape (engine/autograd) when an input requires grad. Inputs are borrowed; *dst receives a new
+ * reference.
  *
  * Broadcasting: a and b broadcast as in NumPy (dims right-aligned; a size-1 or missing dim is
  * stretched), with any strides. The result is a new contiguous tensor of the broadcast shape.
