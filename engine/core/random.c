@@ -2,6 +2,7 @@
  * random.c - a seeded, reproducible generator (xoshiro256** seeded by splitmix64).
  */
 #include "internal.h"
+#include "../autograd/autograd.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -79,7 +80,8 @@ static int check_float(const clipl_tensor *t, const char *op)
     if (t->dt != CLIPL_F32 && t->dt != CLIPL_BF16 && t->dt != CLIPL_F16)
         return clipl__err(CLIPL_EINVAL, "%s: needs a float tensor, got %s", op,
                           clipl_dtype_name(t->dt));
-    return clipl__check_writable(t, op);
+    int rc = clipl__check_writable(t, op);
+    return rc ? rc : clipl__ag_inplace(op, t, NULL);
 }
 
 /* Values are drawn in row-major logical order so that a view and a contiguous tensor of the same
