@@ -29,6 +29,8 @@ local args = cli.parser {
         {"--templates", arg = "T|FILE", default = "a photo of a {}.",
             help = "caption templates for class folders and val prompts: '|'-separated, or a " ..
                 "file with one per line"},
+        {"--caption-templates", arg = "T|FILE", help = "wrap each training caption in one of " ..
+            "these ('|'-separated or a file; {} = the caption), e.g. '{}|a photo of {}.'"},
         {"-m", "--model", arg = "M", help = "model to fine-tune (name, file or folder)"},
         {"--config", arg = "JSON", help = "train from scratch: architecture (open_clip JSON)"},
         {"--vocab", arg = "FILE", help = "BPE vocabulary (default: the model's)"},
@@ -146,7 +148,8 @@ if not ok_ds then
     die(ds)
 end
 local loader = T.loader(ds, {batch_size = args.batch_size, resolution = info.image_resolution,
-    seed = args.seed, tokenize = tokenize})
+    seed = args.seed, tokenize = tokenize,
+    caption_templates = args.caption_templates and templates_of(args.caption_templates)})
 local vals = {}
 for spec in (args.val or ""):gmatch("[^,]+") do
     local ok, v = pcall(T.dataset, spec, {label_column = args.val_column, templates = templates})

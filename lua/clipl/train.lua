@@ -709,15 +709,16 @@ local Loader = {}
 Loader.__index = Loader
 
 --- train.loader(dataset, {batch_size = 32, resolution = 224, shuffle = true, seed = 0, drop_last =
--- true, tokenize = fn(captions) -> tokens}): batches of {images [B, 3, R, R], tokens, captions,
--- labels, paths}. The order of epoch e is a permutation seeded by (seed, e), so a resumed run
+-- true, tokenize = fn(captions) -> tokens, caption_templates = {"{}", "a photo of {}."}}): batches
+-- of {images [B, 3, R, R], tokens, captions, labels}; with caption_templates each caption is put
+-- into one of them ({} = the caption), chosen by the item and the epoch. The order of epoch e is a permutation seeded by (seed, e), so a resumed run
 -- sees the same batches.
 function M.loader(ds, opts)
     opts = opts or {}
     local self = setmetatable({ds = ds, batch_size = opts.batch_size or 32,
         resolution = opts.resolution or 224, shuffle = opts.shuffle ~= false,
-        seed = opts.seed or 0, drop_last = opts.drop_last ~= false, tokenize = opts.tokenize},
-        Loader)
+        seed = opts.seed or 0, drop_last = opts.drop_last ~= false, tokenize = opts.tokenize,
+        caption_templates = opts.caption_templates}, Loader)
     local n = #ds.items
     self.batches = self.drop_last and math.floor(n / self.batch_size) or
         math.ceil(n / self.batch_size)
@@ -737,8 +738,15 @@ function Loader:batch(e, b)
         self._order, self._order_epoch = order, e
     end
     local paths, caps, labels, items = {}, {}, {}, {}
+    local ct = self.caption_templates
     for i = (b - 1) * self.batch_size + 1, math.min(n, b * self.batch_size) do
-        local it = self.ds.items[order and order[i] or i]
+        local j = order and order[i] or i
+        local it = self.ds.items[j]
+        if ct then
+            -- the caption wrapped in a template chosen by (item, epoch)
+            local tpl = ct[(j * 7919 + e * 104729) % #ct + 1]
+            it = {path = it.path, label = it.label, caption = fill_template(tpl, it.caption)}
+        end
         items[#items + 1] = it
     end
     for i, it in ipairs(items) do
