@@ -305,11 +305,31 @@ function Model:__tostring()
         self.source or "built", info.parameters, info.dtype)
 end
 
---- Images N x 3 x R x R (or 3 x R x R) -> N x embed_dim f32. opts.features = {i, ...} (1-based
+-- The training path (clipl.train) when grad mode is on and a parameter requires grad; otherwise
+-- nil after rebuilding the prepared weights if training changed the parameters.
+local function training(self)
+    local tr = package.loaded["clipl.train"]
+    if not tr then
+        return nil
+    end
+    tr = tr.train
+    if tr.wants_grad(self) then
+        return tr
+    end
+    tr.ensure_prepared(self)
+    return nil
+end
+
+--- Images N x 3 x R x R (or 3 x R x R) -> N x embed_dim f32. When grad mode is on and a parameter
+-- requires grad, the differentiable path of clip.train runs instead (docs/training.md). opts.features = {i, ...} (1-based
 -- block indices, negative from the end) also returns a list of those blocks' outputs.
 function Model:encode_image(images, opts)
     images = as_images(images, 2)
     local feats = opts and opts.features
+    local tr = training(self)
+    if tr and not feats then
+        return tr.forward_image(self, images)
+    end
     if not feats then
         return out1(C.clipl_model_encode_image, self._h, images, slot)
     end
@@ -341,12 +361,17 @@ end
 -- all T positions as OpenAI's code does.
 function Model:encode_text(tokens, opts)
     tokens = as_tokens(tokens, 2)
+    local tr = training(self)
+    if tr then
+        return tr.forward_text(self, tokens)
+    end
     local flags = (opts and opts.full_context) and FULL_CONTEXT or 0
     return out1(C.clipl_model_encode_text_ex, self._h, tokens, slot, flags)
 end
 
 --- OpenAI's CLIP.forward: logits_per_image (Ni x Nt) and logits_per_text (its transpose).
 function Model:logits(images, tokens)
+    training(self)
     local a = ffi.new("clipl_tensor *[1]")
     local b = ffi.new("clipl_tensor *[1]")
     check(C.clipl_model_logits(self._h, as_images(images, 2), as_tokens(tokens, 2), a, b))
@@ -421,6 +446,7 @@ end
 --- Rebuilds the prepared weights (oneDNN layouts, folded BatchNorm) from the parameters: call it
 -- after changing parameters in place or with set_parameter.
 function Model:prepare()
+    rawset(self, "_params_changed", false)
     check(C.clipl_model_prepare(self._h))
     return self
 end
@@ -517,6 +543,14 @@ end
 -- (heads, activation) for files without one. Returns the model and, when the image module is
 -- there, preprocess(img) -> 3 x R x R at the model's resolution.
 function M.load(name, opts)
+    if name == nil then
+        local b = M.bundled_model()
+        if not b then
+            error("load: no model name given and no bundled model in " .. lib.config.models ..
+                "/clipl-tiny", 2)
+        end
+        name = b.path
+    end
     if type(name) ~= "string" or name == "" then
         error("load: expected a model name, file or folder, got " .. type(name), 2)
     end
@@ -539,6 +573,28 @@ function M.load(name, opts)
         end
     end
     return model, preprocess
+end
+
+--- The bundled model (models/clipl-tiny, trained by clipl on its synthetic shapes): {path = its
+-- weights file, samples = a folder of sample images, labels = the classes of the samples}, or nil
+-- when this build has none. clip.load() with no name loads it.
+function M.bundled_model()
+    local dir = lib.config.models .. "/clipl-tiny"
+    local path = dir .. "/model.safetensors"
+    if not exists(path) then
+        return nil
+    end
+    local labels = {}
+    local f = io.open(dir .. "/samples/labels.txt", "r")
+    if f then
+        for line in f:lines() do
+            if line:find("%S") then
+                labels[#labels + 1] = line
+            end
+        end
+        f:close()
+    end
+    return {path = path, samples = dir .. "/samples", labels = labels, dir = dir}
 end
 
 --- A model from a table name -> tensor (OpenAI, HuggingFace or open_clip names).
@@ -597,4 +653,5 @@ return {
     model_config = M.model_config,
     model_num_params = M.model_num_params,
     model_from_tensors = M.model_from_tensors,
+    bundled_model = M.bundled_model,
 }

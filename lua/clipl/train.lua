@@ -152,7 +152,9 @@ function M.forward_image(model, images)
     if images:dim() == 3 then
         images = images:unsqueeze(1)
     end
-    rawset(model, "_params_changed", true) -- an optimizer step is expected to follow
+    if C.clipl_is_grad_enabled() ~= 0 then
+        rawset(model, "_params_changed", true) -- an optimizer step is expected to follow
+    end
     if info_of(model).vision_kind == "vit" then
         return vit_forward(model, images)
     end
@@ -195,7 +197,9 @@ end
 -- of some tokens, as CoOp): adds the positional embedding, runs the causal blocks and pools at the
 -- position of each row's largest id in tokens [N, T].
 function M.forward_text_embeddings(model, x, tokens)
-    rawset(model, "_params_changed", true)
+    if C.clipl_is_grad_enabled() ~= 0 then
+        rawset(model, "_params_changed", true)
+    end
     local info = info_of(model)
     local n, t = x:size(1), x:size(2)
     if tokens:size(1) ~= n or tokens:size(2) ~= t then
@@ -219,12 +223,15 @@ function M.forward_text_embeddings(model, x, tokens)
 end
 
 --- True when a forward of this model should record: grad mode on and a parameter requires grad.
+-- (One C call per parameter, no Lua handles: it runs before every encode call.)
 function M.wants_grad(model)
-    if not clip().is_grad_enabled() then
+    if C.clipl_is_grad_enabled() == 0 or not model._h then
         return false
     end
-    for _, p in model:named_parameters() do
-        if p:requires_grad() then
+    local h = model._h
+    for i = 0, C.clipl_model_param_count(h) - 1 do
+        local p = C.clipl_model_param(h, i)
+        if p ~= nil and C.clipl_tensor_requires_grad(p) == 1 then
             return true
         end
     end
