@@ -254,7 +254,8 @@ while step < steps and not stopped do
     for i, v in ipairs(vals) do
         local acc, n = evaluate(v)
         ev["acc_" .. i] = acc
-        io.stderr:write(string.format("  zero-shot accuracy on %s: %.2f%% (%d images, %d classes)\n",
+        io.stderr:write(string.format(
+            "  zero-shot accuracy on %s: %.2f%% (%d images, %d classes)\n",
             v.source, 100 * acc, n, #v.classes))
     end
     history.evals[#history.evals + 1] = ev
@@ -285,7 +286,8 @@ do
     clip.save_safetensors(args.out .. "/model.safetensors", tensors, {format = "pt",
         key_naming = "openai", producer = "clipl train " .. clip.version,
         hparams = cjson.encode(arch), steps = tostring(step)})
-    io.stderr:write(string.format("clipl train: %d of %d steps in %.0f s; wrote %s/model.safetensors\n",
+    io.stderr:write(string.format(
+        "clipl train: %d of %d steps in %.0f s; wrote %s/model.safetensors\n",
         step, steps, history.seconds, args.out))
     if step < steps then
         io.stderr:write("clipl train: stopped by --max-minutes; run the same command again to " ..

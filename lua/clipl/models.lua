@@ -321,8 +321,9 @@ local function training(self)
 end
 
 --- Images N x 3 x R x R (or 3 x R x R) -> N x embed_dim f32. When grad mode is on and a parameter
--- requires grad, the differentiable path of clip.train runs instead (docs/training.md). opts.features = {i, ...} (1-based
--- block indices, negative from the end) also returns a list of those blocks' outputs.
+-- requires grad, the differentiable path of clip.train runs instead (docs/training.md).
+-- opts.features = {i, ...} (1-based block indices, negative from the end) also returns a list of
+-- those blocks' outputs.
 function Model:encode_image(images, opts)
     images = as_images(images, 2)
     local feats = opts and opts.features

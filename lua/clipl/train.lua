@@ -454,7 +454,8 @@ function M.load_checkpoint(path, st)
             for name, p in st.model:named_parameters(nil, true) do
                 local t = tensors["model/" .. name]
                 if t == nil then
-                    error("load_checkpoint: " .. tfile .. " has no tensor 'model/" .. name .. "'", 4)
+                    error("load_checkpoint: " .. tfile .. " has no tensor 'model/" .. name ..
+                        "'", 4)
                 end
                 if t:numel() ~= p:numel() then
                     error(string.format("load_checkpoint: %s: 'model/%s' has %d elements, the " ..
@@ -617,7 +618,8 @@ end
 function M.dataset(path, opts)
     opts = opts or {}
     if type(path) ~= "string" then
-        error("dataset: expected a CSV/TSV file or a folder of class folders, got " .. type(path), 2)
+        error("dataset: expected a CSV/TSV file or a folder of class folders, got " .. type(path),
+            2)
     end
     local ds = {items = {}, source = path}
     local templates = opts.templates or {"a photo of a {}."}
@@ -718,8 +720,8 @@ Loader.__index = Loader
 --- train.loader(dataset, {batch_size = 32, resolution = 224, shuffle = true, seed = 0, drop_last =
 -- true, tokenize = fn(captions) -> tokens, caption_templates = {"{}", "a photo of {}."}}): batches
 -- of {images [B, 3, R, R], tokens, captions, labels}; with caption_templates each caption is put
--- into one of them ({} = the caption), chosen by the item and the epoch. The order of epoch e is a permutation seeded by (seed, e), so a resumed run
--- sees the same batches.
+-- into one of them ({} = the caption), chosen by the item and the epoch. The order of epoch e is a
+-- permutation seeded by (seed, e), so a resumed run sees the same batches.
 function M.loader(ds, opts)
     opts = opts or {}
     local self = setmetatable({ds = ds, batch_size = opts.batch_size or 32,

@@ -207,12 +207,14 @@ end
 describe("data sets", function()
     it("reads CSV with quotes, doubled quotes, commas and CRLF, and TSV", function()
         local dir = tmpdir()
-        write(dir .. "/a.csv", 'filepath,title\r\n"x, y.png","a ""quoted"" caption"\r\nb.png,plain\r\n')
+        write(dir .. "/a.csv",
+            'filepath,title\r\n"x, y.png","a ""quoted"" caption"\r\nb.png,plain\r\n')
         local cols, rows = clip.train.read_table(dir .. "/a.csv")
         assert.are.same({"filepath", "title"}, cols)
         assert.are.same({filepath = "x, y.png", title = 'a "quoted" caption'}, rows[1])
         assert.are.same({filepath = "b.png", title = "plain"}, rows[2])
-        write(dir .. "/b.tsv", "path\tcaption\tcolour\tshape\n/abs.png\ta red circle\tred\tcircle\n" ..
+        write(dir .. "/b.tsv",
+            "path\tcaption\tcolour\tshape\n/abs.png\ta red circle\tred\tcircle\n" ..
             "rel.png\ttwo\tred+blue\tcircle+star\n")
         local ds = clip.train.dataset(dir .. "/b.tsv", {label_column = "colour+shape"})
         -- the two-object row is skipped for a labelled set
