@@ -41,7 +41,8 @@ local args = cli.parser {
         {"--wd", arg = "WD", type = "number", default = 0.2, help = "AdamW weight decay"},
         {"--warmup", arg = "STEPS", type = "number", default = 100},
         {"--grad-clip", arg = "NORM", type = "number", help = "clip the global gradient norm"},
-        {"--dtype", arg = "T", default = "f32", choices = {"f32"}, help = "compute dtype"},
+        {"--dtype", arg = "T", default = "f32", choices = {"f32", "bf16"},
+            help = "compute dtype of the matmuls (bf16: f32 master weights)"},
         {"--threads", arg = "N", type = "number", help = "threads (default: all cores)"},
         {"--seed", arg = "N", type = "number", default = 0, help = "data order and init seed"},
         {"--save-every", arg = "STEPS", type = "number", help = "also checkpoint every N steps"},
@@ -137,6 +138,7 @@ local function tokenize(texts)
 end
 
 T.train_params(model)
+model.train_dtype = args.dtype
 if args.lock_image then
     T.train_params(model, "^visual%.", false)
 end

@@ -33,24 +33,57 @@ local function layer_norm(model, x, name)
         param(model, name .. ".bias"), 1e-5)
 end
 
+-- The compute dtype of the training forward: nil (f32) or "bf16" (model.train_dtype). In bf16 the
+-- matmul-like ops (linear, attention, the patch convolution, the projections) take bf16 copies of
+-- their inputs and weights, recorded as conversions, so the gradients reach the f32 parameters (the
+-- master weights) in f32; the residual stream, layer norms and the loss stay f32.
+local function cdt(model)
+    local d = rawget(model, "train_dtype")
+    return (d and d ~= "f32") and d or nil
+end
+
+-- A parameter as a matmul operand: in the compute dtype.
+local function weight(model, name, cd)
+    local p = param(model, name)
+    return cd and p:to(cd) or p
+end
+
+local function as_f32(x, cd)
+    return cd and x:to("f32") or x
+end
+
 -- x [N, T, W] through one residual attention block (OpenAI's ResidualAttentionBlock).
 local function block(model, pre, x, heads, mask, act)
     local n, t, w = x:size(1), x:size(2), x:size(3)
+    local cd = cdt(model)
     local hd = w / heads
     local h = layer_norm(model, x, pre .. "ln_1")
-    local qkv = h:linear(param(model, pre .. "attn.in_proj_weight"),
-        param(model, pre .. "attn.in_proj_bias"))
+    if cd then
+        h = h:to(cd)
+    end
+    local qkv = h:linear(weight(model, pre .. "attn.in_proj_weight", cd),
+        weight(model, pre .. "attn.in_proj_bias", cd))
     local function head_split(i)
         return qkv:narrow(3, i * w + 1, w):reshape(n, t, heads, hd):transpose(2, 3)
     end
     local o = clip().attention(head_split(0), head_split(1), head_split(2), {mask = mask})
     o = o:transpose(2, 3):reshape(n, t, w)
-    x = x + o:linear(param(model, pre .. "attn.out_proj.weight"),
-        param(model, pre .. "attn.out_proj.bias"))
+    x = x + as_f32(o:linear(weight(model, pre .. "attn.out_proj.weight", cd),
+        weight(model, pre .. "attn.out_proj.bias", cd)), cd)
     h = layer_norm(model, x, pre .. "ln_2")
-    h = h:linear(param(model, pre .. "mlp.c_fc.weight"), param(model, pre .. "mlp.c_fc.bias"), act)
-    return x + h:linear(param(model, pre .. "mlp.c_proj.weight"),
-        param(model, pre .. "mlp.c_proj.bias"))
+    if cd then
+        h = h:to(cd)
+    end
+    h = h:linear(weight(model, pre .. "mlp.c_fc.weight", cd),
+        weight(model, pre .. "mlp.c_fc.bias", cd), act)
+    return x + as_f32(h:linear(weight(model, pre .. "mlp.c_proj.weight", cd),
+        weight(model, pre .. "mlp.c_proj.bias", cd)), cd)
+end
+
+-- x [N, W] f32 @ the projection (in the compute dtype) -> f32
+local function project(model, x, name)
+    local cd = cdt(model)
+    return as_f32((cd and x:to(cd) or x):matmul(weight(model, name, cd)), cd)
 end
 
 local function info_of(model)
@@ -65,8 +98,9 @@ end
 local function vit_forward(model, images)
     local info = info_of(model)
     local n, w = images:size(1), info.vision_width
-    local x = images:conv2d(param(model, "visual.conv1.weight"), nil,
-        {stride = info.vision_patch_size})
+    local cd = cdt(model)
+    local x = as_f32((cd and images:to(cd) or images):conv2d(
+        weight(model, "visual.conv1.weight", cd), nil, {stride = info.vision_patch_size}), cd)
     x = x:reshape(n, w, -1):transpose(2, 3)
     local cls = param(model, "visual.class_embedding"):reshape(1, 1, w):expand(n, 1, w)
     x = clip().cat({cls, x}, 2) + param(model, "visual.positional_embedding")
@@ -76,7 +110,7 @@ local function vit_forward(model, images)
             info.activation)
     end
     x = layer_norm(model, x:select(2, 1), "visual.ln_post")
-    return x:matmul(param(model, "visual.proj"))
+    return project(model, x, "visual.proj")
 end
 
 -- ModifiedResNet: batch norm uses the running statistics (frozen, as CLIP fine-tuning does)
@@ -219,7 +253,7 @@ function M.forward_text_embeddings(model, x, tokens)
     end
     x = x:reshape(n * t, info.transformer_width):index_select(1, idx)
     x = layer_norm(model, x, "ln_final")
-    return x:matmul(param(model, "text_projection"))
+    return project(model, x, "text_projection")
 end
 
 --- True when a forward of this model should record: grad mode on and a parameter requires grad.
