@@ -150,7 +150,8 @@ describe("bf16 compute with f32 master weights", function()
             for _, p in model:named_parameters() do
                 p:zero_grad()
             end
-            local a, t = clip.train.forward_image(model, images), clip.train.forward_text(model, tok)
+            local a = clip.train.forward_image(model, images)
+            local t = clip.train.forward_text(model, tok)
             clip.nn.clip_loss(a, t, model.logit_scale):backward()
             local g = {}
             for name, p in model:named_parameters() do
