@@ -127,7 +127,9 @@ local tty = not quiet and ffi.C.isatty(2) == 1
 local now
 do
     local ok = pcall(ffi.cdef, [[
-        typedef struct clipl_download_timespec { long tv_sec; long tv_nsec; } clipl_download_timespec;
+        typedef struct clipl_download_timespec {
+            long tv_sec; long tv_nsec;
+        } clipl_download_timespec;
         int clock_gettime(int clk, clipl_download_timespec *tp);
     ]])
     local ts = ok and ffi.new("clipl_download_timespec")

@@ -169,8 +169,8 @@ local phase_names = {[0] = "connecting", "transfer", "verifying", "done", "faile
 --- Downloads url to dest (through dest .. ".part", resumed when present) and verifies sha256
 -- (default: the hash in the URL, none when it has none; false skips the check).
 -- opts.progress(p) is called about every opts.interval seconds (default 0.1) with
--- p = {done, total (nil while unknown), phase, resumed, url, dest}. Returns dest; raises with the library's message on failure (the .part is kept
--- except after a hash mismatch).
+-- p = {done, total (nil while unknown), phase, resumed, url, dest}. Returns dest; raises with the
+-- library's message on failure (the .part is kept except after a hash mismatch).
 function M.download_url(url, dest, sha256, opts)
     opts = opts or {}
     if sha256 == nil then
@@ -219,8 +219,8 @@ end
 --- Downloads a registry model (or the vocabulary) into the cache folder unless it is already
 -- there with the right SHA-256, and returns its path. opts: cache_dir (default M.cache_dir()),
 -- base_url (default $CLIPL_DOWNLOAD_BASE_URL), registry (path of another registry file),
--- progress (see download_url), verify (false: trust an existing file without hashing it), force (true:
--- download again even when present).
+-- progress (see download_url), verify (false: trust an existing file without hashing it),
+-- force (true: download again even when present).
 function M.download(name, opts)
     opts = opts or {}
     local e = M.registry_entry(name, opts)

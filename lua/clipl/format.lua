@@ -24,9 +24,8 @@ local function choose_format(values)
     local finite = 0
     for i = 1, #values do
         local v = values[i]
-        if v ~= v or v == math.huge or v == -math.huge then
-            -- non-finite values print as nan/inf and do not steer the format
-        else
+        -- non-finite values print as nan/inf and do not steer the format
+        if v == v and v ~= math.huge and v ~= -math.huge then
             finite = finite + 1
             if v % 1 ~= 0 then
                 all_int = false
@@ -114,7 +113,7 @@ function M.tensor(t)
     collect(1, 0)
     local f, scale, width, is_int = choose_format(visible)
     local out = {}
-    local function line(s) out[#out + 1] = s end
+    local function line(text) out[#out + 1] = text end
     if #sizes == 0 then
         return fmt_value(buf[0], f, scale, width, is_int):gsub("^%s+", "") .. "\n" .. trailer
     end

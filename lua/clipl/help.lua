@@ -142,7 +142,7 @@ local function doc_of(fn)
         string.format("%s:%d", info.source:sub(2):match("[^/]*/[^/]*$") or info.source:sub(2), at)
 end
 
-local function signature(display, fn, sig)
+local function signature(display, _, sig)
     if not sig then
         return display
     end
@@ -168,7 +168,7 @@ end
 
 local function list_table(title, t, prefix)
     local names = {}
-    for k, v in pairs(t) do
+    for k in pairs(t) do
         if type(k) == "string" and k:sub(1, 1) ~= "_" then
             names[#names + 1] = k
         end
@@ -203,7 +203,7 @@ function internal.text(x)
             "?clip.load\n\n" .. list_table("Functions and modules of clip:", clip, "clip.") ..
             "\n\n" .. list_table("Tensor methods (t:name(...)):", tensor_methods(), "t:")
     end
-    local value, display = x, nil
+    local value, display = x
     if type(x) == "string" then
         if registered[x] then
             return x .. "\n" .. registered[x]

@@ -122,7 +122,8 @@ function M.save_safetensors(path, tensors, metadata)
     local mkeys, mvals = {}, {}
     if metadata ~= nil then
         if type(metadata) ~= "table" then
-            error("save_safetensors: metadata must be a table of strings, got " .. type(metadata), 2)
+            error("save_safetensors: metadata must be a table of strings, got " ..
+                type(metadata), 2)
         end
         for k, v in pairs(metadata) do
             if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then

@@ -69,7 +69,7 @@ local function operand_error(name, b)
     error(name .. ": expected a tensor or a number, got " .. type(b), 3)
 end
 
--- ---- elementwise binary ops ----------------------------------------------------------------------
+-- ---- elementwise binary ops ---------------------------------------------------------------------
 
 local function binary(name)
     local op = BIN[name]
@@ -151,7 +151,7 @@ function M.result_dtype(a, b)
     return tensor.dtype_names[C.clipl_result_dtype(da, db)]
 end
 
--- ---- reductions ----------------------------------------------------------------------------------
+-- ---- reductions ---------------------------------------------------------------------------------
 
 local function keepdim_of(opts)
     if type(opts) == "table" then
@@ -235,7 +235,7 @@ register("topk", function(t, k, d, opts)
     return values, one_based(adopt(slot2[0]))
 end)
 
--- ---- cat / stack ---------------------------------------------------------------------------------
+-- ---- cat / stack --------------------------------------------------------------------------------
 
 local function tensor_list(what, list)
     if type(list) ~= "table" then
@@ -268,7 +268,7 @@ function M.stack(list, d)
     return call_out(C.clipl_stack, arr, n, slot, d > 0 and d - 1 or d)
 end
 
--- ---- indexing ------------------------------------------------------------------------------------
+-- ---- indexing -----------------------------------------------------------------------------------
 
 -- A 0-based integer index tensor from 1-based indices (tensor or table).
 local function zero_based(idx, what)

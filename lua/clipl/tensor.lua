@@ -72,7 +72,7 @@ local function sizes_of(a, ...)
 end
 M.sizes_of = sizes_of
 
--- ---- construction --------------------------------------------------------------------------------
+-- ---- construction -------------------------------------------------------------------------------
 
 local function new_tensor(kind, sizes, dtype)
     local shape, n = lib.shape_arg(sizes, kind)
@@ -190,10 +190,7 @@ function M.arange(start, stop, step, dtype)
     return t
 end
 
--- ---- random numbers ------------------------------------------------------------------------------
-
-local Generator = {}
-Generator.__index = Generator
+-- ---- random numbers -----------------------------------------------------------------------------
 
 --- A seeded random generator: clip.generator(42). The same seed gives the same numbers everywhere.
 function M.generator(seed)
@@ -248,7 +245,7 @@ function Tensor.normal_(t, mean, std, opts)
     return t
 end
 
--- ---- geometry ------------------------------------------------------------------------------------
+-- ---- geometry -----------------------------------------------------------------------------------
 
 --- t:size() -> {2, 3}; t:size(d) -> the size of dim d.
 function Tensor.size(t, d)
@@ -318,7 +315,7 @@ function Tensor.data(t)
     return ffi.cast(ptr_types[t.dt], t.ptr)
 end
 
--- ---- views ---------------------------------------------------------------------------------------
+-- ---- views --------------------------------------------------------------------------------------
 
 --- t:narrow(dim, start, length): a view of `length` entries from `start` (1-based) along dim.
 function Tensor.narrow(t, d, start, length)
@@ -404,7 +401,7 @@ function Tensor.flatten(t)
     return t:reshape({-1})
 end
 
--- ---- copies --------------------------------------------------------------------------------------
+-- ---- copies -------------------------------------------------------------------------------------
 
 function Tensor.contiguous(t)
     return call_out(C.clipl_tensor_contiguous, t, slot)
@@ -447,7 +444,7 @@ function Tensor.zero(t)
 end
 Tensor.zero_ = Tensor.zero
 
--- ---- element access ------------------------------------------------------------------------------
+-- ---- element access -----------------------------------------------------------------------------
 
 local dbl = ffi.new("double[1]")
 
@@ -518,13 +515,13 @@ function Tensor.set(t, v, ...)
 end
 
 --- Releases the tensor's memory now instead of at the next collection, when nothing else (a view
--- made in C, a model) holds the same header. The handle becomes an empty tensor: safe to call twice,
--- and later use raises an error instead of crashing. Returns true when memory was given up.
+-- made in C, a model) holds the same header. The handle becomes an empty tensor: safe to call
+-- twice, and later use raises an error instead of crashing. Returns true when memory was given up.
 function Tensor.free(t)
     return C.clipl_tensor_reset(t) == 1
 end
 
--- ---- registration for ops modules ----------------------------------------------------------------
+-- ---- registration for ops modules ---------------------------------------------------------------
 
 --- Adds a method to every tensor and, unless opts say otherwise, a function of the same name to the
 -- clipl module (clip.name(t, ...) == t:name(...)).
@@ -536,7 +533,7 @@ function M.register(name, fn, no_function)
     end
 end
 
--- ---- metatype ------------------------------------------------------------------------------------
+-- ---- metatype -----------------------------------------------------------------------------------
 
 local function index_tensor(t, k)
     local i = k

@@ -312,7 +312,8 @@ function M.tokenizer_for(dir)
     local env = getenv("CLIPL_VOCAB")
     if env then
         if not find_vocab(env) then
-            error("tokenizer: CLIPL_VOCAB is '" .. env .. "', which holds no vocabulary (expected " ..
+            error("tokenizer: CLIPL_VOCAB is '" .. env ..
+                "', which holds no vocabulary (expected " ..
                 OPENAI_FILE .. " or vocab.json + merges.txt)", 2)
         end
         return load_cached(env)
