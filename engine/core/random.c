@@ -1,8 +1,8 @@
 /*
  * random.c - a seeded, reproducible generator (xoshiro256** seeded by splitmix64).
  */
-#include "internal.h"
 #include "../autograd/autograd.h"
+#include "internal.h"
 
 #include <math.h>
 #include <stdlib.h>

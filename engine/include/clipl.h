@@ -98,21 +98,21 @@ typedef struct clipl_autograd clipl_autograd;
  * the library writes them. Field names avoid the Lua method names (t:dtype(), t:stride(), t:data())
  * because LuaJIT resolves struct fields before metatable methods. */
 typedef struct clipl_tensor {
-    int32_t dt;                       /* clipl_dtype */
-    int32_t ndim;                     /* 0 .. CLIPL_MAX_DIMS */
-    int64_t shape[CLIPL_MAX_DIMS];    /* sizes; entries past ndim are 1 */
-    int64_t strides[CLIPL_MAX_DIMS];  /* in elements; entries past ndim are 0 */
-    int64_t offset;                   /* of element 0 from the storage start, in elements */
-    void *ptr;                        /* address of element 0 (storage base + offset) */
-    clipl_storage *storage;           /* owning storage (one reference held) */
-    int32_t refcount;                 /* references to this header */
-    int32_t flags;                    /* CLIPL_TF_* bits */
-    clipl_autograd *ag;               /* autograd state, NULL when not tracked */
+    int32_t dt;                      /* clipl_dtype */
+    int32_t ndim;                    /* 0 .. CLIPL_MAX_DIMS */
+    int64_t shape[CLIPL_MAX_DIMS];   /* sizes; entries past ndim are 1 */
+    int64_t strides[CLIPL_MAX_DIMS]; /* in elements; entries past ndim are 0 */
+    int64_t offset;                  /* of element 0 from the storage start, in elements */
+    void *ptr;                       /* address of element 0 (storage base + offset) */
+    clipl_storage *storage;          /* owning storage (one reference held) */
+    int32_t refcount;                /* references to this header */
+    int32_t flags;                   /* CLIPL_TF_* bits */
+    clipl_autograd *ag;              /* autograd state, NULL when not tracked */
 } clipl_tensor;
 
 enum {
-    CLIPL_TF_READONLY = 1,      /* storage is a read-only mapping: writes are refused */
-    CLIPL_TF_REQUIRES_GRAD = 2  /* reserved for autograd */
+    CLIPL_TF_READONLY = 1,     /* storage is a read-only mapping: writes are refused */
+    CLIPL_TF_REQUIRES_GRAD = 2 /* the tensor requires grad (engine/autograd) */
 };
 
 /* Size in bytes of one element of dtype (0 for an unknown dtype). */
@@ -156,8 +156,8 @@ CLIPL_API clipl_storage *clipl_tensor_storage(const clipl_tensor *t);
 
 /* ---- views (no copy; dst shares t's storage) ---- */
 /* dst = t narrowed along dim to [start, start + length). */
-CLIPL_API int clipl_tensor_narrow(const clipl_tensor *t, clipl_tensor **dst, int dim,
-                                  int64_t start, int64_t length);
+CLIPL_API int clipl_tensor_narrow(const clipl_tensor *t, clipl_tensor **dst, int dim, int64_t start,
+                                  int64_t length);
 /* dst = t with dim removed at index. */
 CLIPL_API int clipl_tensor_select(const clipl_tensor *t, clipl_tensor **dst, int dim,
                                   int64_t index);
@@ -425,7 +425,8 @@ CLIPL_API void clipl_dnnl_cache_clear(void);
  * dtype, except that an integer tensor with a non-integral scalar (and any integer div) gives f32.
  * Arithmetic: bf16/f16 are computed in f32 (or wider) and rounded once; integers in int64 (wrapping
  * on overflow when stored; an integer to a negative integer power is an error). Dense f32/bf16
- * cases run on oneDNN's binary primitive, the rest on strided C loops (OpenMP for large tensors). */
+ * cases run on oneDNN's binary primitive, the rest on strided C loops (OpenMP for large tensors).
+ */
 typedef enum clipl_binary_op {
     CLIPL_BIN_ADD = 0, /* a + b */
     CLIPL_BIN_SUB = 1, /* a - b */
@@ -593,8 +594,7 @@ CLIPL_API clipl_tdict *clipl_safetensors_load(const char *path);
  * header space-padded so the data starts 8-byte aligned. Returns a status. */
 CLIPL_API int clipl_safetensors_save(const char *path, int n, const char *const *names,
                                      clipl_tensor *const *tensors, int nmeta,
-                                     const char *const *meta_keys,
-                                     const char *const *meta_values);
+                                     const char *const *meta_keys, const char *const *meta_values);
 /* Writes every tensor and metadata pair of d as safetensors (as clipl_safetensors_save). */
 CLIPL_API int clipl_tdict_save_safetensors(const clipl_tdict *d, const char *path);
 
@@ -618,10 +618,11 @@ CLIPL_API int clipl_npy_save(const char *path, const clipl_tensor *t);
 /* ==== text ==================================================================================== */
 /* (engine/text) */
 
-/* CLIP's byte-level BPE tokenizer, identical to OpenAI's SimpleTokenizer (clip/simple_tokenizer.py):
- * NFC, HTML unescaping twice, strip, whitespace collapsed, Python's str.lower(), the pre-tokenizer
- * regex (PCRE2, UTF + UCP, caseless), byte-level BPE with `</w>` word ends, and a per-word cache.
- * A tokenizer is safe to use from several threads at once (the word cache has a mutex). */
+/* CLIP's byte-level BPE tokenizer, identical to OpenAI's SimpleTokenizer
+ * (clip/simple_tokenizer.py): NFC, HTML unescaping twice, strip, whitespace collapsed, Python's
+ * str.lower(), the pre-tokenizer regex (PCRE2, UTF + UCP, caseless), byte-level BPE with `</w>`
+ * word ends, and a per-word cache. A tokenizer is safe to use from several threads at once (the
+ * word cache has a mutex). */
 typedef struct clipl_tokenizer clipl_tokenizer;
 
 /* Loads OpenAI's merges file (`bpe_simple_vocab_16e6.txt.gz`, gzip; a plain text file also works).
@@ -663,8 +664,8 @@ CLIPL_API int clipl_tokenizer_clean(const clipl_tokenizer *tok, const char *text
  * context_length is CLIPL_ESHAPE naming the text, unless truncate is nonzero: then it is cut to
  * context_length ids, the last being eot. */
 CLIPL_API int clipl_tokenizer_tokenize(clipl_tokenizer *tok, int n_texts, const char *const *texts,
-                                       const size_t *lens, clipl_tensor **dst,
-                                       int context_length, int truncate);
+                                       const size_t *lens, clipl_tensor **dst, int context_length,
+                                       int truncate);
 
 /* Word cache: entries held; clearing it; its capacity in entries (0 disables the cache; the cache
  * is emptied when full). Default 200000. */
@@ -1044,7 +1045,7 @@ CLIPL_API int clipl_global_norm(int n, clipl_tensor *const *ts, double *norm);
 typedef struct clipl_model clipl_model;
 
 enum { CLIPL_VISION_VIT = 0, CLIPL_VISION_RESNET = 1 }; /* clipl_model_config.vision_kind */
-enum { CLIPL_TOWER_VISUAL = 0, CLIPL_TOWER_TEXT = 1 };   /* tower argument of block calls */
+enum { CLIPL_TOWER_VISUAL = 0, CLIPL_TOWER_TEXT = 1 };  /* tower argument of block calls */
 enum { CLIPL_TEXT_FULL_CONTEXT = 1 }; /* encode_text flag: run all context_length positions */
 
 /* The architecture, as OpenAI's build_model() infers it from a state_dict. */
