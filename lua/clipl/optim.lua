@@ -50,9 +50,11 @@ local function named_list(params, what)
         error(what .. ": expected parameters (a table of tensors), got " .. type(params), 4)
     end
     if #params > 0 then
+        -- model:parameters() labels its array with the checkpoint keys (params.names)
+        local labels = type(params.names) == "table" and params.names or {}
         for i, p in ipairs(params) do
             if is_tensor(p) then
-                out[#out + 1] = {name = tostring(i), tensor = p}
+                out[#out + 1] = {name = tostring(labels[i] or i), tensor = p}
             elseif type(p) == "table" and is_tensor(p[2]) then
                 out[#out + 1] = {name = tostring(p[1]), tensor = p[2]}
             elseif type(p) == "table" and is_tensor(p.tensor or p.param) then
