@@ -71,6 +71,11 @@ CLIPL_API int64_t clipl_mapped_bytes(void);
 /* Highest clipl_live_bytes() seen since start or since clipl_reset_peak_bytes(). */
 CLIPL_API int64_t clipl_peak_bytes(void);
 CLIPL_API void clipl_reset_peak_bytes(void);
+/* Freed blocks of 1 MiB or more are kept (up to 256 MiB) and reused for allocations of the same
+ * size, so loops that make same-shaped tensors skip fresh-memory page faults. Bytes kept, and
+ * releasing them to the system. */
+CLIPL_API int64_t clipl_cached_bytes(void);
+CLIPL_API void clipl_memory_trim(void);
 
 /* Asks long-running calls (on any thread) to stop at the next check point with
  * CLIPL_EINTERRUPTED; clipl_interrupt(0) clears the request. Safe from a signal handler. */

@@ -305,6 +305,39 @@ static void test_reset_and_accounting(void)
     clipl_tensor_release(t);
 }
 
+/* Freed large blocks are reused for the same size and are not live bytes; trim releases them. */
+static void test_block_cache(void)
+{
+    int64_t shape[] = {1 << 20}; /* 4 MiB of f32 */
+    clipl_memory_trim();
+    int64_t live = clipl_live_bytes();
+    clipl_tensor *a = clipl_tensor_empty(CLIPL_F32, 1, shape);
+    void *first = a->ptr;
+    clipl_tensor_release(a);
+    CHECK(clipl_live_bytes() == live);
+#if !defined(__SANITIZE_ADDRESS__)
+    CHECK(clipl_cached_bytes() >= (4 << 20));
+    a = clipl_tensor_empty(CLIPL_F32, 1, shape);
+    CHECK(a->ptr == first); /* the same block again: no fresh pages */
+    CHECK(clipl_cached_bytes() == 0);
+    clipl_tensor_release(a);
+#else
+    (void)first;
+    CHECK(clipl_cached_bytes() == 0); /* off under ASan: use-after-free stays detectable */
+#endif
+    /* zeros() on a reused block is still zero */
+    a = clipl_tensor_empty(CLIPL_F32, 1, shape);
+    clipl_tensor_fill_(a, 7);
+    clipl_tensor_release(a);
+    a = clipl_tensor_zeros(CLIPL_F32, 1, shape);
+    double v = -1;
+    clipl_tensor_get_flat(a, (1 << 20) - 1, &v);
+    CHECK(v == 0);
+    clipl_tensor_release(a);
+    clipl_memory_trim();
+    CHECK(clipl_cached_bytes() == 0);
+}
+
 int main(void)
 {
     test_create();
@@ -314,5 +347,6 @@ int main(void)
     test_random();
     test_storage_and_mapping();
     test_reset_and_accounting();
+    test_block_cache();
     return check_done("core");
 }
