@@ -87,6 +87,15 @@ function clip.peak_bytes()
     return tonumber(lib.C.clipl_peak_bytes())
 end
 
+--- Bytes of freed large blocks kept for reuse (not live); clip.memory_trim() gives them back.
+function clip.cached_bytes()
+    return tonumber(lib.C.clipl_cached_bytes())
+end
+
+function clip.memory_trim()
+    lib.C.clipl_memory_trim()
+end
+
 function clip.set_gc_soft_limit(bytes)
     lib.set_gc_soft_limit(bytes)
 end
