@@ -9,9 +9,8 @@
 --     their printed numbers are not a trained model's.
 -- Blocks of a file run in order in the same folder (a block may read what an earlier one wrote),
 -- but each block is a separate script: it must be self-contained.
--- A failing block in the files this spec owns (docs/api.md, docs/howto-*.md) fails the spec; a
--- failing block in another file is reported as pending, with the error, for its owner to fix or
--- tag `norun`.
+-- A failing block in any doc fails the spec: a block that cannot run offline (a real download,
+-- a terminal) must be tagged ```lua norun.
 local clip = require "clipl"
 
 local lib_path = assert(os.getenv("CLIPL_LIB"), "run through tests/run_spec (CLIPL_LIB unset)")
@@ -45,11 +44,6 @@ local function write(path, text)
     local f = assert(io.open(path, "wb"))
     f:write(text)
     f:close()
-end
-
-local OWNED = {["api.md"] = true}
-local function owned(name)
-    return OWNED[name] or name:match("^howto%-") ~= nil
 end
 
 -- The ```lua blocks of a markdown file: {line =, code =, norun =}.
@@ -129,20 +123,10 @@ describe("docs examples", function()
         for _, b in ipairs(blocks_of(root .. "/docs/" .. name)) do
             local label = "docs/" .. name .. ":" .. b.line
             if not b.norun then
-                if owned(name) then
-                    it("run: " .. label, function()
-                        local code, out, err = run_block(name, b)
-                        assert.equal(0, code, label .. " failed:\n" .. err .. "\nstdout:\n" .. out)
-                    end)
-                else
-                    it("run (reported only): " .. label, function()
-                        local code, _, err = run_block(name, b)
-                        if code ~= 0 then
-                            pending(label .. " does not run (tag it ```lua norun or fix it): " ..
-                                (err:match("[^\n]+") or ""))
-                        end
-                    end)
-                end
+                it("run: " .. label, function()
+                    local code, out, err = run_block(name, b)
+                    assert.equal(0, code, label .. " failed:\n" .. err .. "\nstdout:\n" .. out)
+                end)
             end
         end
     end
