@@ -1008,6 +1008,7 @@ end
 -- prose and ```lua norun blocks from a doc comment
 local function render_doc(doc)
     local out, code = {}, nil
+    local in_item = false -- inside a "* " / "- " list item: indented lines continue it
     local function flush()
         if code then
             out[#out + 1] = "```lua norun\n" .. table.concat(code, "\n") .. "\n```"
@@ -1015,13 +1016,18 @@ local function render_doc(doc)
         end
     end
     for _, l in ipairs(doc) do
-        if l:match("^  ") then
+        if l:match("^  ") and not (in_item and not code) then
             code = code or {}
             code[#code + 1] = l:sub(3)
         else
             flush()
             if l:match("%S") then
+                if not l:match("^  ") then
+                    in_item = l:match("^[%*%-] ") ~= nil
+                end
                 out[#out + 1] = (l:gsub("^%s+", ""))
+            else
+                in_item = false
             end
         end
     end

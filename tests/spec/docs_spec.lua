@@ -119,6 +119,27 @@ describe("docs examples", function()
         end
     end)
 
+    it("give every entry of the API reference a runnable example", function()
+        local missing, entries, heading, has = {}, 0, nil, false
+        local function close()
+            if heading and not has then missing[#missing + 1] = heading end
+        end
+        for line in io.lines(root .. "/docs/api.md") do
+            if line:match("^#") then
+                close()
+                heading, has = line:match("^### (.*)"), false
+                if heading then entries = entries + 1 end
+            elseif line:match("^```lua%s*$") or line:match("^The same ") then
+                has = true -- an example, or an alias of an entry documented above
+            end
+        end
+        close()
+        assert.is_true(entries > 200, "docs/api.md has only " .. entries .. " entries")
+        assert.equal("", table.concat(missing, "\n"),
+            #missing .. " entries of docs/api.md have no example (add one to the EXAMPLES of " ..
+            "scripts/gen_api_docs.lua and regenerate)")
+    end)
+
     for _, name in ipairs(names) do
         for _, b in ipairs(blocks_of(root .. "/docs/" .. name)) do
             local label = "docs/" .. name .. ":" .. b.line
