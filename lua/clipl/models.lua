@@ -414,10 +414,13 @@ end
 
 --- Array of the parameter tensors (as named_parameters).
 function Model:parameters(prefix)
-    local out = {}
-    for _, p in self:named_parameters(prefix) do
+    local out, names = {}, {}
+    for name, p in self:named_parameters(prefix) do
         out[#out + 1] = p
+        names[#names + 1] = name
     end
+    -- the checkpoint keys, for clip.optim (logit_scale clamp, no-decay rules, freeze patterns)
+    out.names = names
     return out
 end
 
