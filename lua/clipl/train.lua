@@ -121,6 +121,9 @@ local function bn(model, x, name)
     local var = param(model, name .. ".running_var")
     local wt, b = param(model, name .. ".weight"), param(model, name .. ".bias")
     if rawget(model, "bn_train") then
+        -- the running statistics are updated in place: private copies of file mappings
+        lib.check(C.clipl_tensor_make_writable(mean))
+        lib.check(C.clipl_tensor_make_writable(var))
         return clip().nn.batch_norm_train(x, mean, var, wt, b, 0.1, 1e-5)
     end
     return x:batch_norm(mean, var, wt, b, 1e-5)

@@ -112,6 +112,29 @@ describe("gradients of the encoders", function()
     end)
 end)
 
+describe("ModifiedResNet batch norm", function()
+    it("is frozen by default; model.bn_train uses batch statistics and updates the running ones",
+        function()
+        local model = parity_model("tiny_rn")
+        clip.train.train_params(model)
+        local rm = model:parameter("visual.bn1.running_mean"):clone()
+        local frozen = clip.train.forward_image(model, images)
+        -- frozen: running statistics untouched, the same as the inference path
+        assert.are.equal(0, (model:parameter("visual.bn1.running_mean") - rm):abs():max():item())
+        local inf = clip.no_grad(function() return model:encode_image(images) end)
+        assert.is_true(rel_err(frozen, inf) <= 1e-4)
+        model.bn_train = true
+        local out = clip.train.forward_image(model, images)
+        out:sum():backward()
+        -- batch statistics differ from the running ones (in [0.5, 1.5) for the variances)
+        assert.is_true(rel_err(out, frozen) > 1e-3)
+        -- running_mean moved by momentum 0.1 towards the batch mean (PyTorch's rule)
+        assert.is_true((model:parameter("visual.bn1.running_mean") - rm):abs():max():item() > 0)
+        assert.is_not_nil(model:parameter("visual.bn1.weight").grad)
+        assert.is_not_nil(model:parameter("visual.layer4.0.bn3.bias").grad)
+    end)
+end)
+
 describe("model:encode_image / encode_text", function()
     it("record when a parameter requires grad; inference after a step uses the new weights",
         function()
