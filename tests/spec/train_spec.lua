@@ -418,7 +418,7 @@ describe("the bundled model", function()
         assert.are.equal(b.path, model.source)
         assert.are.equal(621, clip.zeroshot.tokenizer_of(model).vocab_size) -- its learned BPE
         -- 300 val images (seen pairs, one shape each) drawn in memory with a seed of our own
-        local images, _, scenes = clip.shapes.batch(300, {split = "val", seed = 12345, two = 0})
+        local imgs, _, scenes = clip.shapes.batch(300, {split = "val", seed = 12345, two = 0})
         local colours = clip.shapes.labels().colours
         local index = {}
         for i, c in ipairs(colours) do
@@ -429,7 +429,7 @@ describe("the bundled model", function()
             want[i] = index[s.items[1].colour]
         end
         local clf = clip.zeroshot.classifier(model, colours, {"a {}"}, {cache = false})
-        local acc = clip.train.accuracy(clf:logits(images), want)
+        local acc = clip.train.accuracy(clf:logits(imgs), want)
         -- the card reports 98.2% on the val split (1594 images); 300 fresh images give a
         -- binomial standard error of ~0.8%: 90% is far below any plausible draw
         assert.is_true(acc >= 0.9, string.format("colour accuracy %.3f", acc))
