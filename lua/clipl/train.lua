@@ -419,12 +419,17 @@ end
 -- optimizer state) as safetensors in "<path minus .json>-<step>.safetensors". Both are written
 -- atomically (temporary file, fsync, rename) and the JSON, written last, names the tensor file: a
 -- run killed at any moment leaves the previous checkpoint whole. The previous tensor file is
--- removed after the JSON is committed. opts.before_commit (tests) runs between the two.
+-- removed after the JSON is committed (the folder is created when missing). opts.before_commit
+-- (tests) runs between the two.
 function M.save_checkpoint(path, st)
     if type(path) ~= "string" or not path:find("%.json$") then
         error("save_checkpoint: path must end in .json, got " .. tostring(path), 2)
     end
     local step = st.step or 0
+    local dir = dirname(path)
+    if dir ~= "." then
+        os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'") -- the folder may be new
+    end
     local base = path:gsub("%.json$", "")
     local tfile = string.format("%s-%d.safetensors", base, step)
     local tensors, meta = {}, {format = "clipl-checkpoint", version = 1, step = step}
