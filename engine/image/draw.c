@@ -584,13 +584,9 @@ static int save_pixels(const uint8_t *px, int w, int h, int bands, const char *p
         goto vips_fail;
     return CLIPL_OK;
 vips_fail : {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", vips_error_buffer());
-    vips_error_clear();
-    size_t l = strlen(msg);
-    while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
-        msg[--l] = 0;
-    return clipl__err(CLIPL_EIO, "%s: cannot write '%s': %s", op, path, msg);
+    char quoted[1024];
+    snprintf(quoted, sizeof quoted, "'%s'", path);
+    return clipl__vips_fail(CLIPL_EIO, op, "cannot write", quoted);
 }
 }
 

@@ -45,9 +45,7 @@ int clipl__vips_init(void)
     return CLIPL_OK;
 }
 
-/* Records "image: <what> '<name>': <libvips message>" and clears libvips' (process-wide) error
- * buffer. */
-static int vips_fail(int code, const char *what, const char *name)
+int clipl__vips_fail(int code, const char *area, const char *what, const char *name)
 {
     char msg[512];
     pthread_mutex_lock(&vips_err_lock);
@@ -60,7 +58,12 @@ static int vips_fail(int code, const char *what, const char *name)
     for (size_t i = 0; i < n; i++)
         if (msg[i] == '\n')
             msg[i] = ';';
-    return clipl__err(code, "image: %s %s: %s", what, name, n ? msg : "libvips failed");
+    return clipl__err(code, "%s: %s %s: %s", area, what, name, n ? msg : "libvips failed");
+}
+
+static int vips_fail(int code, const char *what, const char *name)
+{
+    return clipl__vips_fail(code, "image", what, name);
 }
 
 /* ---- pixel limit -------------------------------------------------------------------------- */

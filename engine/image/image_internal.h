@@ -48,5 +48,8 @@ void clipl__row_to_rgb(const clipl_image *img, const void *src, size_t n, uint8_
 
 /* Lazily initialises libvips once (thread-safe). Returns CLIPL_OK or an error. */
 int clipl__vips_init(void);
+/* Records "<area>: <what> <name>: <libvips message>" (newlines folded) and clears libvips'
+ * process-wide error buffer under one lock shared by every caller. Returns code. */
+int clipl__vips_fail(int code, const char *area, const char *what, const char *name);
 
 #endif /* CLIPL_IMAGE_INTERNAL_H */

@@ -34,23 +34,9 @@ struct clipl_sheet {
     cell *cells;
 };
 
-static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Records "sheet: <what> <name>: <libvips message>" and clears libvips' error buffer. */
 static int vips_fail(int code, const char *what, const char *name)
 {
-    char msg[512];
-    pthread_mutex_lock(&err_lock);
-    snprintf(msg, sizeof msg, "%s", vips_error_buffer());
-    vips_error_clear();
-    pthread_mutex_unlock(&err_lock);
-    size_t n = strlen(msg);
-    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        msg[--n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if (msg[i] == '\n')
-            msg[i] = ';';
-    return clipl__err(code, "sheet: %s %s: %s", what, name, n ? msg : "libvips failed");
+    return clipl__vips_fail(code, "sheet", what, name);
 }
 
 clipl_sheet *clipl_sheet_new(int columns, int thumb)
