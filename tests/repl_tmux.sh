@@ -21,13 +21,16 @@ T() { tmux -L "$sock" "$@"; }
 cleanup() { [ -n "$sock" ] && T kill-server >/dev/null 2>&1; sleep 0.2; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-# start: a new REPL in a new private server (a fresh socket each time: no race with the old one)
+# start: a new REPL in a new private server (a fresh socket each time: no race with the old one).
+# The pane's shell (tmux's default-shell: dash under CI, bash in a login) is in the REPL's process
+# group, so Ctrl-C reaches it too; dash dies of it and takes the pane with it. `trap : INT` keeps the
+# wrapper alive and still gives the REPL the default SIGINT disposition, as a terminal would.
 start() {
     [ -n "$sock" ] && T kill-server >/dev/null 2>&1
     runs=$((runs + 1))
     sock="clipl-test-$$-$runs"
     T -f /dev/null new-session -d -s t -x 150 -y 50 \
-        "env CLIPL_HISTORY='$hist' CLIPL_LIB='$build/libclipl.so' '$bin'; echo clipl-exit=\$?; sleep 60"
+        "trap : INT; env CLIPL_HISTORY='$hist' CLIPL_LIB='$build/libclipl.so' '$bin'; echo clipl-exit=\$?; sleep 60"
     wait_for '^> ?$' 10 || { echo "FAIL: the REPL did not start"; screen; exit 1; }
 }
 screen() { T capture-pane -p -t t -S -200 | sed '/^$/d'; }
