@@ -76,11 +76,16 @@ static inline bool clipl__node_needs(const clipl__node *n, int k)
 clipl_tensor *clipl__ag_alias(const clipl_tensor *t);
 /* Saves an alias of t into n->saved[i] (t may be NULL). */
 int clipl__node_save(clipl__node *n, int i, const clipl_tensor *t);
+/* The end of every clipl__ag_<op> wrapper: with rc == 0 and n not NULL, attaches n as *dst's
+ * history; otherwise releases n and *dst (set to NULL). Returns the status. */
+int clipl__node_finish(clipl__node *n, clipl_tensor **dst, int rc);
 /* Frees out's autograd state (called when a tensor header is freed or reset). */
 void clipl__ag_free(clipl_tensor *t);
 
 /* dst = g summed down to shape (broadcast dims reduced), as a new reference. */
 int clipl__sum_to(const clipl_tensor *g, int ndim, const int64_t *shape, clipl_tensor **dst);
+/* gin = g summed down to the shape of n's input k; nothing (CLIPL_OK) when g is NULL. */
+int clipl__sum_to_edge(const clipl__node *n, int k, const clipl_tensor *g, clipl_tensor **gin);
 
 /* ---- wrappers: same arguments as the public op ---- */
 /* views and copies (tensor.c) */

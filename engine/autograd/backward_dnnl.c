@@ -18,26 +18,6 @@
             goto out;                                                                              \
     } while (0)
 
-static int finish(clipl__node *n, clipl_tensor **dst, int rc)
-{
-    if (!rc && !n)
-        rc = clipl_errcode() ? clipl_errcode() : CLIPL_ENOMEM;
-    if (!rc)
-        rc = clipl__node_attach(n, *dst);
-    else
-        clipl__node_release(n);
-    if (rc) {
-        clipl_tensor_release(*dst);
-        *dst = NULL;
-    }
-    return rc;
-}
-
-static int sum_to_edge(const clipl__node *n, int k, const clipl_tensor *g, clipl_tensor **gin)
-{
-    return clipl__sum_to(g, n->in[k].ndim, n->in[k].shape, gin);
-}
-
 /* A backward primitive for key: fwd_desc (training) gives the hint, bwd_desc the primitive. */
 static clipl__prim *bwd_prim(const clipl__key *k, const void *fwd_desc, const void *bwd_desc,
                              const char *op)
@@ -67,11 +47,30 @@ static clipl__prim *bwd_prim(const clipl__key *k, const void *fwd_desc, const vo
     return clipl__prim_put(k, bpd, op);
 }
 
+/* Gets the backward primitive for key (as bwd_prim) and runs it once on args. */
+static int bwd_run(const clipl__key *k, const void *fwd_desc, const void *bwd_desc, int n_args,
+                   const clipl__arg *args, const char *op)
+{
+    clipl__prim *p = bwd_prim(k, fwd_desc, bwd_desc, op);
+    if (!p)
+        return clipl_errcode();
+    int rc = clipl__prim_exec(p, n_args, args, op);
+    clipl__prim_release(p);
+    return rc;
+}
+
 static int contig(const clipl_tensor *t, int dt, clipl_tensor **out)
 {
     if (t->dt == dt)
         return clipl_tensor_contiguous(t, out);
     return clipl_tensor_to(t, out, dt);
+}
+
+/* *out = a new uninitialised tensor; the status, for TRY. */
+static int new_empty(int dt, int ndim, const int64_t *shape, clipl_tensor **out)
+{
+    *out = clipl_tensor_empty(dt, ndim, shape);
+    return *out ? CLIPL_OK : clipl_errcode();
 }
 
 /* ---- eltwise ---- */
@@ -88,10 +87,7 @@ int clipl__eltwise_backward(const clipl_tensor *src, const clipl_tensor *g, clip
     clipl_tensor *sc = NULL, *gc = NULL, *out = NULL;
     TRY(contig(src, src->dt, &sc));
     TRY(contig(g, src->dt, &gc));
-    if (!(out = clipl_tensor_empty(src->dt, src->ndim, src->shape))) {
-        rc = clipl_errcode();
-        goto out;
-    }
+    TRY(new_empty(src->dt, src->ndim, src->shape, &out));
     if (clipl_tensor_numel(out) > 0) {
         dnnl_memory_desc_t md;
         TRY(clipl__dnnl_md(&md, out, op));
@@ -107,18 +103,10 @@ int clipl__eltwise_backward(const clipl_tensor *src, const clipl_tensor *g, clip
             "descriptor"));
         TRY(clipl__dnnl_check(dnnl_eltwise_backward_desc_init(&bd, alg, &md, &md, alpha, beta), op,
                               "descriptor"));
-        clipl__prim *p = bwd_prim(&k, &fd, &bd, op);
-        if (!p) {
-            rc = clipl_errcode();
-            goto out;
-        }
         clipl__arg args[3] = {{DNNL_ARG_SRC, &md, sc->ptr},
                               {DNNL_ARG_DIFF_DST, &md, gc->ptr},
                               {DNNL_ARG_DIFF_SRC, &md, out->ptr}};
-        rc = clipl__prim_exec(p, 3, args, op);
-        clipl__prim_release(p);
-        if (rc)
-            goto out;
+        TRY(bwd_run(&k, &fd, &bd, 3, args, op));
     }
     *gsrc = out;
     out = NULL;
@@ -152,7 +140,7 @@ int clipl__ag_eltwise(const clipl_tensor *src, clipl_tensor **dst, int act, doub
             n->iv[0] = CLIPL_ACT_LINEAR, n->fv[0] = 1, n->fv[1] = 0;
         rc = clipl__node_save(n, 0, src);
     }
-    return finish(n, dst, rc);
+    return clipl__node_finish(n, dst, rc);
 }
 
 /* ---- softmax ---- */
@@ -166,10 +154,7 @@ static int softmax_bwd(const clipl_tensor *y, const clipl_tensor *g, int d, int 
     int rc;
     clipl_tensor *gc = NULL, *out = NULL;
     TRY(contig(g, y->dt, &gc));
-    if (!(out = clipl_tensor_empty(y->dt, y->ndim, y->shape))) {
-        rc = clipl_errcode();
-        goto out;
-    }
+    TRY(new_empty(y->dt, y->ndim, y->shape, &out));
     if (clipl_tensor_numel(out) > 0) {
         dnnl_memory_desc_t md;
         TRY(clipl__dnnl_md(&md, out, op));
@@ -184,18 +169,10 @@ static int softmax_bwd(const clipl_tensor *y, const clipl_tensor *g, int d, int 
             "descriptor"));
         TRY(clipl__dnnl_check(dnnl_softmax_v2_backward_desc_init(&bd, alg, &md, &md, &md, d), op,
                               "descriptor"));
-        clipl__prim *p = bwd_prim(&k, &fd, &bd, op);
-        if (!p) {
-            rc = clipl_errcode();
-            goto out;
-        }
         clipl__arg args[3] = {{DNNL_ARG_DST, &md, y->ptr},
                               {DNNL_ARG_DIFF_DST, &md, gc->ptr},
                               {DNNL_ARG_DIFF_SRC, &md, out->ptr}};
-        rc = clipl__prim_exec(p, 3, args, op);
-        clipl__prim_release(p);
-        if (rc)
-            goto out;
+        TRY(bwd_run(&k, &fd, &bd, 3, args, op));
     }
     *gsrc = out;
     out = NULL;
@@ -223,7 +200,7 @@ int clipl__ag_softmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int 
         n->iv[1] = log != 0;
         rc = clipl__node_save(n, 0, *dst); /* the output is contiguous */
     }
-    return finish(n, dst, rc);
+    return clipl__node_finish(n, dst, rc);
 }
 
 /* ---- layer norm ---- */
@@ -279,11 +256,6 @@ static int bwd_layer_norm(clipl__node *n, const clipl_tensor *g, clipl_tensor **
         TRY(clipl__dnnl_check(dnnl_layer_normalization_backward_desc_init(
                                   &bd, dnnl_backward, &dmd, &dmd, &smd, (float)eps, flags),
                               op, "descriptor"));
-        clipl__prim *p = bwd_prim(&k, &fd, &bd, op);
-        if (!p) {
-            rc = clipl_errcode();
-            goto out;
-        }
         clipl__arg args[9];
         int na = 0;
         args[na++] = (clipl__arg){DNNL_ARG_SRC, &dmd, xc->ptr};
@@ -297,17 +269,13 @@ static int bwd_layer_norm(clipl__node *n, const clipl_tensor *g, clipl_tensor **
         }
         if (has_b) { /* the shift itself does not enter the gradients; oneDNN asks for it */
             if (!(zb = clipl_tensor_zeros(CLIPL_F32, 1, psh))) {
-                clipl__prim_release(p);
                 rc = clipl_errcode();
                 goto out;
             }
             args[na++] = (clipl__arg){DNNL_ARG_SHIFT, &pmd, zb->ptr};
             args[na++] = (clipl__arg){DNNL_ARG_DIFF_SHIFT, &pmd, gb->ptr};
         }
-        rc = clipl__prim_exec(p, na, args, op);
-        clipl__prim_release(p);
-        if (rc)
-            goto out;
+        TRY(bwd_run(&k, &fd, &bd, na, args, op));
     } else if (M > 0 || N > 0) {
         TRY(clipl_tensor_fill_(gx, 0));
     }
@@ -352,7 +320,7 @@ int clipl__ag_layer_norm(const clipl_tensor *src, int norm_ndim, const clipl_ten
             !(rc = clipl__node_save(n, 2, m)))
             rc = clipl__node_save(n, 3, r);
     }
-    rc = finish(n, dst, rc);
+    rc = clipl__node_finish(n, dst, rc);
     /* the caller gets copies: the saved statistics must not change before the backward */
     if (!rc && mean)
         rc = clipl_tensor_clone(m, mean);
@@ -371,6 +339,22 @@ int clipl__ag_layer_norm(const clipl_tensor *src, int norm_ndim, const clipl_ten
 
 /* ---- matmul and linear ---- */
 
+/* The end of the matmul, linear and conv2d wrappers: records n on z (as clipl__node_finish), then
+ * applies the activation the forward would have fused, which records itself as its own node. */
+static int finish_act(clipl__node *n, clipl_tensor *z, int rc, clipl_tensor **dst, int act,
+                      double alpha, double beta)
+{
+    if ((rc = clipl__node_finish(n, &z, rc)))
+        return rc;
+    if (act == CLIPL_ACT_NONE) {
+        *dst = z;
+        return CLIPL_OK;
+    }
+    rc = clipl_eltwise(z, dst, act, alpha, beta);
+    clipl_tensor_release(z);
+    return rc;
+}
+
 static int bwd_matmul(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
 {
     const clipl_tensor *a = n->saved[0], *b = n->saved[1];
@@ -384,7 +368,7 @@ static int bwd_matmul(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
     if (clipl__node_needs(n, 0)) { /* ga = gs @ b^T */
         TRY(clipl_tensor_transpose(b, &t, -1, -2));
         TRY(clipl_matmul(gs, t, NULL, &p, NULL));
-        TRY(sum_to_edge(n, 0, p, &gin[0]));
+        TRY(clipl__sum_to_edge(n, 0, p, &gin[0]));
         clipl_tensor_release(t);
         clipl_tensor_release(p);
         t = p = NULL;
@@ -407,10 +391,10 @@ static int bwd_matmul(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
     } else if (clipl__node_needs(n, 1)) { /* gb = a^T @ gs */
         TRY(clipl_tensor_transpose(a, &t, -1, -2));
         TRY(clipl_matmul(t, gs, NULL, &p, NULL));
-        TRY(sum_to_edge(n, 1, p, &gin[1]));
+        TRY(clipl__sum_to_edge(n, 1, p, &gin[1]));
     }
     if (clipl__node_needs(n, 2)) /* the forward scales (a @ b + bias): oneDNN's output scale */
-        TRY(sum_to_edge(n, 2, gs, &gin[2]));
+        TRY(clipl__sum_to_edge(n, 2, gs, &gin[2]));
 out:
     clipl_tensor_release(gs);
     clipl_tensor_release(t);
@@ -441,15 +425,9 @@ int clipl__ag_matmul(const clipl_tensor *a, const clipl_tensor *b, const clipl_t
         if (!rc && clipl__ag_req(a))
             rc = clipl__node_save(n, 1, b);
     }
-    if ((rc = finish(n, &z, rc)))
-        return rc;
-    if (!opts || opts->act == CLIPL_ACT_NONE) {
-        *dst = z;
-        return CLIPL_OK;
-    }
-    rc = clipl_eltwise(z, dst, opts->act, opts->alpha, opts->beta); /* recorded on its own */
-    clipl_tensor_release(z);
-    return rc;
+    if (!opts)
+        return finish_act(n, z, rc, dst, CLIPL_ACT_NONE, 0, 0);
+    return finish_act(n, z, rc, dst, opts->act, opts->alpha, opts->beta);
 }
 
 static int bwd_linear(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
@@ -474,7 +452,7 @@ static int bwd_linear(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
         TRY(clipl_matmul(gt, x2, NULL, &gin[1], NULL));
     }
     if (clipl__node_needs(n, 2))
-        TRY(sum_to_edge(n, 2, g, &gin[2]));
+        TRY(clipl__sum_to_edge(n, 2, g, &gin[2]));
 out:
     clipl_tensor_release(g2);
     clipl_tensor_release(x2);
@@ -500,15 +478,7 @@ int clipl__ag_linear(const clipl_tensor *x, const clipl_tensor *weight, const cl
         if (!rc && clipl__ag_req(x))
             rc = clipl__node_save(n, 1, weight);
     }
-    if ((rc = finish(n, &z, rc)))
-        return rc;
-    if (act == CLIPL_ACT_NONE) {
-        *dst = z;
-        return CLIPL_OK;
-    }
-    rc = clipl_eltwise(z, dst, act, 0, 0);
-    clipl_tensor_release(z);
-    return rc;
+    return finish_act(n, z, rc, dst, act, 0, 0);
 }
 
 /* ---- convolution ---- */
@@ -542,6 +512,21 @@ static int conv_mds(const int64_t *xs, const int64_t *ws, const int64_t *ys, int
     return clipl__dnnl_md_dims(wmd, 5, w5, st, dt, op);
 }
 
+/* Runs the convolution backward bd (data or weights, cached under name) on its 3 args. */
+static int conv_bwd_run(const clipl__node *n, const char *name, const dnnl_memory_desc_t *xmd,
+                        const dnnl_memory_desc_t *wmd, const dnnl_memory_desc_t *ymd,
+                        const void *fd, const void *bd, const clipl__arg *args, const char *op)
+{
+    clipl__key k;
+    clipl__key_init(&k, name);
+    clipl__key_md(&k, xmd);
+    clipl__key_md(&k, wmd);
+    clipl__key_md(&k, ymd);
+    for (int i = 0; i < 9; i++) /* the geometry saved by clipl__ag_conv2d */
+        clipl__key_add(&k, n->iv[i]);
+    return bwd_run(&k, fd, bd, 3, args, op);
+}
+
 static int bwd_conv(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
 {
     const char *op = "conv2d backward";
@@ -567,67 +552,31 @@ static int bwd_conv(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
                           op, "descriptor"));
     if (clipl__node_needs(n, 0)) {
         TRY(contig(w, dt, &wc));
-        if (!(gx = clipl_tensor_empty(dt, 4, xs))) {
-            rc = clipl_errcode();
-            goto out;
-        }
+        TRY(new_empty(dt, 4, xs, &gx));
         dnnl_convolution_desc_t bd;
         TRY(clipl__dnnl_check(dnnl_dilated_convolution_backward_data_desc_init(
                                   &bd, dnnl_convolution_direct, &xmd, &wmd, &ymd, G.strides,
                                   G.dilates, G.pad_l, G.pad_r),
                               op, "data descriptor"));
-        clipl__key k;
-        clipl__key_init(&k, "conv_bwd_data");
-        clipl__key_md(&k, &xmd);
-        clipl__key_md(&k, &wmd);
-        clipl__key_md(&k, &ymd);
-        for (int i = 0; i < 9; i++)
-            clipl__key_add(&k, n->iv[i]);
-        clipl__prim *p = bwd_prim(&k, &fd, &bd, op);
-        if (!p) {
-            rc = clipl_errcode();
-            goto out;
-        }
         clipl__arg args[3] = {{DNNL_ARG_DIFF_DST, &ymd, gc->ptr},
                               {DNNL_ARG_WEIGHTS, &wmd, wc->ptr},
                               {DNNL_ARG_DIFF_SRC, &xmd, gx->ptr}};
-        rc = clipl__prim_exec(p, 3, args, op);
-        clipl__prim_release(p);
-        if (rc)
-            goto out;
+        TRY(conv_bwd_run(n, "conv_bwd_data", &xmd, &wmd, &ymd, &fd, &bd, args, op));
         gin[0] = gx;
         gx = NULL;
     }
     if (clipl__node_needs(n, 1)) {
         TRY(contig(x, dt, &xc));
-        if (!(gw = clipl_tensor_empty(dt, 4, ws))) {
-            rc = clipl_errcode();
-            goto out;
-        }
+        TRY(new_empty(dt, 4, ws, &gw));
         dnnl_convolution_desc_t bd;
         TRY(clipl__dnnl_check(dnnl_dilated_convolution_backward_weights_desc_init(
                                   &bd, dnnl_convolution_direct, &xmd, &wmd, NULL, &ymd, G.strides,
                                   G.dilates, G.pad_l, G.pad_r),
                               op, "weights descriptor"));
-        clipl__key k;
-        clipl__key_init(&k, "conv_bwd_weights");
-        clipl__key_md(&k, &xmd);
-        clipl__key_md(&k, &wmd);
-        clipl__key_md(&k, &ymd);
-        for (int i = 0; i < 9; i++)
-            clipl__key_add(&k, n->iv[i]);
-        clipl__prim *p = bwd_prim(&k, &fd, &bd, op);
-        if (!p) {
-            rc = clipl_errcode();
-            goto out;
-        }
         clipl__arg args[3] = {{DNNL_ARG_SRC, &xmd, xc->ptr},
                               {DNNL_ARG_DIFF_DST, &ymd, gc->ptr},
                               {DNNL_ARG_DIFF_WEIGHTS, &wmd, gw->ptr}};
-        rc = clipl__prim_exec(p, 3, args, op);
-        clipl__prim_release(p);
-        if (rc)
-            goto out;
+        TRY(conv_bwd_run(n, "conv_bwd_weights", &xmd, &wmd, &ymd, &fd, &bd, args, op));
         gin[1] = gw;
         gw = NULL;
     }
@@ -676,15 +625,9 @@ int clipl__ag_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const
         if (!(rc = clipl__node_save(n, 0, src)))
             rc = clipl__node_save(n, 1, weights);
     }
-    if ((rc = finish(n, &z, rc)))
-        return rc;
-    if (!opts || opts->act == CLIPL_ACT_NONE) {
-        *dst = z;
-        return CLIPL_OK;
-    }
-    rc = clipl_eltwise(z, dst, opts->act, opts->alpha, opts->beta);
-    clipl_tensor_release(z);
-    return rc;
+    if (!opts)
+        return finish_act(n, z, rc, dst, CLIPL_ACT_NONE, 0, 0);
+    return finish_act(n, z, rc, dst, opts->act, opts->alpha, opts->beta);
 }
 
 /* ---- batch norm (inference statistics) ---- */
@@ -763,10 +706,27 @@ int clipl__ag_batch_norm(const clipl_tensor *src, const clipl_tensor *mean, cons
             !(rc = clipl__node_save(n, 2, var)))
             rc = clipl__node_save(n, 3, weight);
     }
-    return finish(n, dst, rc);
+    return clipl__node_finish(n, dst, rc);
 }
 
 /* ---- pooling ---- */
+
+/* The cache key of a pooling primitive: name, the src and dst descriptors, and the algorithm and
+ * window of the training forward descriptor fd (which the backward shares). */
+static void pool_key(clipl__key *k, const char *name, const dnnl_memory_desc_t *xmd,
+                     const dnnl_memory_desc_t *ymd, const dnnl_pooling_v2_desc_t *fd)
+{
+    clipl__key_init(k, name);
+    clipl__key_md(k, xmd);
+    clipl__key_md(k, ymd);
+    clipl__key_add(k, fd->alg_kind);
+    for (int i = 0; i < 2; i++) {
+        clipl__key_add(k, fd->strides[i]);
+        clipl__key_add(k, fd->kernel[i]);
+        clipl__key_add(k, fd->padding[0][i]);
+        clipl__key_add(k, fd->padding[1][i]);
+    }
+}
 
 /* Pooling backward on oneDNN: max pooling runs the forward again in training mode for its
  * workspace (the argmax positions), then the backward primitive scatters g through it; average
@@ -806,37 +766,17 @@ static int pool_dnnl(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
         dnnl_pooling_v2_backward_desc_init(&bd, alg, &xmd, &ymd, strides, kernel, dil, pl, pr), op,
         "descriptor"));
     clipl__key k;
-    clipl__key_init(&k, "pool_bwd");
-    clipl__key_md(&k, &xmd);
-    clipl__key_md(&k, &ymd);
-    clipl__key_add(&k, alg);
-    for (int i = 0; i < 2; i++) {
-        clipl__key_add(&k, strides[i]);
-        clipl__key_add(&k, kernel[i]);
-        clipl__key_add(&k, pl[i]);
-        clipl__key_add(&k, pr[i]);
-    }
+    pool_key(&k, "pool_bwd", &xmd, &ymd, &fd);
     if (!(pb = bwd_prim(&k, &fd, &bd, op))) {
         rc = clipl_errcode();
         goto out;
     }
     TRY(contig(g, dt, &gc));
-    if (!(gx = clipl_tensor_empty(dt, 4, xs))) {
-        rc = clipl_errcode();
-        goto out;
-    }
+    TRY(new_empty(dt, 4, xs, &gx));
     clipl__arg args[3] = {{DNNL_ARG_DIFF_DST, &ymd, gc->ptr}, {DNNL_ARG_DIFF_SRC, &xmd, gx->ptr}};
     int na = 2;
     if (kind == CLIPL_POOL_MAX) {
-        clipl__key_init(&k, "pool_fwd_train");
-        clipl__key_md(&k, &xmd);
-        clipl__key_md(&k, &ymd);
-        for (int i = 0; i < 2; i++) {
-            clipl__key_add(&k, strides[i]);
-            clipl__key_add(&k, kernel[i]);
-            clipl__key_add(&k, pl[i]);
-            clipl__key_add(&k, pr[i]);
-        }
+        pool_key(&k, "pool_fwd_train", &xmd, &ymd, &fd);
         if (!(pf = bwd_prim(&k, NULL, &fd, op))) {
             rc = clipl_errcode();
             goto out;
@@ -849,10 +789,7 @@ static int pool_dnnl(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
             goto out;
         }
         TRY(contig(n->saved[0], dt, &xc));
-        if (!(y = clipl_tensor_empty(dt, 4, g->shape))) {
-            rc = clipl_errcode();
-            goto out;
-        }
+        TRY(new_empty(dt, 4, g->shape, &y));
         clipl__arg fa[3] = {{DNNL_ARG_SRC, &xmd, xc->ptr},
                             {DNNL_ARG_DST, &ymd, y->ptr},
                             {DNNL_ARG_WORKSPACE, wmd, ws}};
@@ -968,7 +905,7 @@ int clipl__ag_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int6
         if (kind == CLIPL_POOL_MAX)
             rc = clipl__node_save(n, 0, src);
     }
-    return finish(n, dst, rc);
+    return clipl__node_finish(n, dst, rc);
 }
 
 /* ---- attention ---- */
@@ -986,7 +923,7 @@ static int bwd_attention(clipl__node *n, const clipl_tensor *g, clipl_tensor **g
     if (clipl__node_needs(n, 2)) { /* gv = P^T @ g */
         TRY(clipl_tensor_transpose(P, &t, -1, -2));
         TRY(clipl_matmul(t, g, NULL, &p, NULL));
-        TRY(sum_to_edge(n, 2, p, &gin[2]));
+        TRY(clipl__sum_to_edge(n, 2, p, &gin[2]));
         clipl_tensor_release(t);
         clipl_tensor_release(p);
         t = p = NULL;
@@ -1008,18 +945,18 @@ static int bwd_attention(clipl__node *n, const clipl_tensor *g, clipl_tensor **g
     }
     TRY(softmax_bwd(P, gP, P->ndim - 1, 0, &gS));
     if (clipl__node_needs(n, 3))
-        TRY(sum_to_edge(n, 3, gS, &gin[3]));
+        TRY(clipl__sum_to_edge(n, 3, gS, &gin[3]));
     TRY(clipl_mul_scalar(gS, scale, &gSs));
     if (clipl__node_needs(n, 0)) { /* gq = scale gS @ k */
         TRY(clipl_matmul(gSs, k, NULL, &p, NULL));
-        TRY(sum_to_edge(n, 0, p, &gin[0]));
+        TRY(clipl__sum_to_edge(n, 0, p, &gin[0]));
         clipl_tensor_release(p);
         p = NULL;
     }
     if (clipl__node_needs(n, 1)) { /* gk = scale gS^T @ q */
         TRY(clipl_tensor_transpose(gSs, &t, -1, -2));
         TRY(clipl_matmul(t, q, NULL, &p, NULL));
-        TRY(sum_to_edge(n, 1, p, &gin[1]));
+        TRY(clipl__sum_to_edge(n, 1, p, &gin[1]));
     }
 out:
     clipl_tensor_release(P);
@@ -1053,7 +990,7 @@ int clipl__ag_attention(const clipl_tensor *q, const clipl_tensor *k, const clip
             !(rc = clipl__node_save(n, 2, v)))
             rc = clipl__node_save(n, 3, P);
     }
-    rc = finish(n, dst, rc);
+    rc = clipl__node_finish(n, dst, rc);
     if (!rc && probs && (rc = clipl_tensor_clone(P, probs))) { /* a copy: P is saved */
         clipl_tensor_release(*dst);
         *dst = NULL;

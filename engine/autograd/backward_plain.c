@@ -18,30 +18,6 @@
 
 static bool float_dt(int dt) { return dt == CLIPL_F32 || dt == CLIPL_BF16 || dt == CLIPL_F16; }
 
-/* Records n as *dst's history, or cleans up (rc != 0 or n NULL). */
-static int finish(clipl__node *n, clipl_tensor **dst, int rc)
-{
-    if (!rc && !n)
-        rc = clipl_errcode() ? clipl_errcode() : CLIPL_ENOMEM;
-    if (!rc)
-        rc = clipl__node_attach(n, *dst);
-    else
-        clipl__node_release(n);
-    if (rc) {
-        clipl_tensor_release(*dst);
-        *dst = NULL;
-    }
-    return rc;
-}
-
-static int sum_to_edge(const clipl__node *n, int k, clipl_tensor *g, clipl_tensor **gin)
-{
-    if (!g)
-        return CLIPL_OK;
-    int rc = clipl__sum_to(g, n->in[k].ndim, n->in[k].shape, gin);
-    return rc;
-}
-
 static clipl_tensor *zeros_edge(const clipl__node *n, int k, int dt)
 {
     return clipl_tensor_zeros(dt, n->in[k].ndim, n->in[k].shape);
@@ -76,7 +52,7 @@ static int bwd_view(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
             inv[clipl__wrap_dim((int)a[i], g->ndim)] = i;
         return clipl_tensor_permute(g, &gin[0], g->ndim, inv);
     }
-    case CLIPL__V_EXPAND: return sum_to_edge(n, 0, (clipl_tensor *)g, &gin[0]);
+    case CLIPL__V_EXPAND: return clipl__sum_to_edge(n, 0, g, &gin[0]);
     case CLIPL__V_VIEW:
     case CLIPL__V_RESHAPE:
     case CLIPL__V_UNSQUEEZE:
@@ -123,7 +99,7 @@ int clipl__ag_view_op(int kind, const clipl_tensor *t, clipl_tensor **dst, int n
         for (int i = 0; i < ndim && i < CLIPL_MAX_DIMS && kind != CLIPL__V_TO; i++)
             n->iv[2 + i] = a[i];
     }
-    return finish(n, dst, CLIPL_OK);
+    return clipl__node_finish(n, dst, CLIPL_OK);
 }
 
 /* ---- binary ---- */
@@ -211,9 +187,9 @@ static int bwd_binary(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
     default: rc = clipl__err(CLIPL_EUNSUPPORTED, "no backward for binary op %d", op); goto out;
     }
     if (na)
-        TRY(sum_to_edge(n, 0, ga, &gin[0]));
+        TRY(clipl__sum_to_edge(n, 0, ga, &gin[0]));
     if (nb)
-        TRY(sum_to_edge(n, 1, gb, &gin[1]));
+        TRY(clipl__sum_to_edge(n, 1, gb, &gin[1]));
 out:
     clipl_tensor_release(ga);
     clipl_tensor_release(gb);
@@ -244,7 +220,7 @@ int clipl__ag_binary(const clipl_tensor *a, const clipl_tensor *b, clipl_tensor 
         if (!rc && (op == CLIPL_BIN_DIV || op == CLIPL_BIN_POW))
             rc = clipl__node_save(n, 2, *dst);
     }
-    return finish(n, dst, rc);
+    return clipl__node_finish(n, dst, rc);
 }
 
 static int bwd_binary_scalar(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
@@ -315,7 +291,7 @@ int clipl__ag_binary_scalar(const clipl_tensor *a, double s, clipl_tensor **dst,
         if (!rc && (op == CLIPL_BIN_DIV || op == CLIPL_BIN_POW))
             rc = clipl__node_save(n, 2, *dst);
     }
-    return finish(n, dst, rc);
+    return clipl__node_finish(n, dst, rc);
 }
 
 /* ---- scatter-add: dst[.., index[p], ..] += src[p] along dim (dst contiguous) ---- */
@@ -350,6 +326,21 @@ static int scatter_add(clipl_tensor *dst, int dim, const clipl_tensor *index,
     return CLIPL_OK;
 }
 
+/* The backward of gather and of top-k (a gather by its own indices): g scattered into zeros along
+ * dim iv[0] by the index in saved[1]. */
+static int bwd_scatter(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
+{
+    clipl_tensor *z = zeros_edge(n, 0, g->dt);
+    if (!z)
+        return clipl_errcode();
+    int rc = scatter_add(z, (int)n->iv[0], n->saved[1], g);
+    if (rc)
+        clipl_tensor_release(z);
+    else
+        gin[0] = z;
+    return rc;
+}
+
 /* ---- reductions ---- */
 
 /* Saves a private copy of an index output: the caller owns the returned indices and may change
@@ -362,6 +353,20 @@ static int save_copy(clipl__node *n, int i, const clipl_tensor *t)
         return rc;
     n->saved[i] = c;
     return CLIPL_OK;
+}
+
+/* The end of a wrapper with an index output (max, min, top-k): releases idx (the caller got its
+ * own reference in *indices), records n on *values, and on failure releases *indices too. */
+static int finish_indexed(clipl__node *n, clipl_tensor **values, clipl_tensor **indices,
+                          clipl_tensor *idx, int rc)
+{
+    clipl_tensor_release(idx);
+    rc = clipl__node_finish(n, values, rc);
+    if (rc && indices) {
+        clipl_tensor_release(*indices);
+        *indices = NULL;
+    }
+    return rc;
 }
 
 /* g reshaped so that it broadcasts against the input (reduced dims back as size 1). */
@@ -527,26 +532,7 @@ int clipl__ag_reduce(int kind, const clipl_tensor *src, clipl_tensor **values,
         if (!rc && idx)
             rc = save_copy(n, 1, idx);
     }
-    clipl_tensor_release(idx);
-    rc = finish(n, values, rc);
-    if (rc && indices) {
-        clipl_tensor_release(*indices);
-        *indices = NULL;
-    }
-    return rc;
-}
-
-static int bwd_topk(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
-{
-    clipl_tensor *z = zeros_edge(n, 0, g->dt);
-    if (!z)
-        return clipl_errcode();
-    int rc = scatter_add(z, (int)n->iv[0], n->saved[1], g);
-    if (rc)
-        clipl_tensor_release(z);
-    else
-        gin[0] = z;
-    return rc;
+    return finish_indexed(n, values, indices, idx, rc);
 }
 
 int clipl__ag_topk(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices,
@@ -560,18 +546,12 @@ int clipl__ag_topk(const clipl_tensor *src, clipl_tensor **values, clipl_tensor 
         return rc;
     if (indices)
         *indices = clipl_tensor_retain(idx);
-    clipl__node *n = clipl__node_new("topk", bwd_topk, 1, &src);
+    clipl__node *n = clipl__node_new("topk", bwd_scatter, 1, &src);
     if (n) {
         n->iv[0] = clipl__wrap_dim(dim, src->ndim ? src->ndim : 1);
         rc = save_copy(n, 1, idx);
     }
-    clipl_tensor_release(idx);
-    rc = finish(n, values, rc);
-    if (rc && indices) {
-        clipl_tensor_release(*indices);
-        *indices = NULL;
-    }
-    return rc;
+    return finish_indexed(n, values, indices, idx, rc);
 }
 
 /* ---- cat / stack ---- */
@@ -619,7 +599,7 @@ int clipl__ag_join(int stack, const clipl_tensor *const *srcs, int n_in, clipl_t
             n->sizes[k] = skipped ? -1 : stack ? 1 : t->shape[d];
         }
     }
-    return finish(n, dst, CLIPL_OK);
+    return clipl__node_finish(n, dst, CLIPL_OK);
 }
 
 /* ---- indexing ---- */
@@ -646,33 +626,27 @@ out:
     return rc;
 }
 
+/* Records index_select or gather (rc and *dst from the op): the dim and the index are saved. */
+static int record_index_op(const char *name, clipl__bwd_fn fn, const clipl_tensor *src,
+                           const clipl_tensor *index, clipl_tensor **dst, int dim, int rc)
+{
+    if (rc || !float_dt((*dst)->dt))
+        return rc;
+    clipl__node *n = clipl__node_new(name, fn, 1, &src);
+    if (n) {
+        n->iv[0] = clipl__wrap_dim(dim, src->ndim);
+        rc = clipl__node_save(n, 1, index);
+    }
+    return clipl__node_finish(n, dst, rc);
+}
+
 int clipl__ag_index_select(const clipl_tensor *src, const clipl_tensor *index, clipl_tensor **dst,
                            int dim)
 {
     clipl__grad_off++;
     int rc = clipl_index_select(src, index, dst, dim);
     clipl__grad_off--;
-    if (rc || !float_dt((*dst)->dt))
-        return rc;
-    clipl__node *n = clipl__node_new("index_select", bwd_index_select, 1, &src);
-    if (n) {
-        n->iv[0] = clipl__wrap_dim(dim, src->ndim);
-        rc = clipl__node_save(n, 1, index);
-    }
-    return finish(n, dst, rc);
-}
-
-static int bwd_gather(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
-{
-    clipl_tensor *z = zeros_edge(n, 0, g->dt);
-    if (!z)
-        return clipl_errcode();
-    int rc = scatter_add(z, (int)n->iv[0], n->saved[1], g);
-    if (rc)
-        clipl_tensor_release(z);
-    else
-        gin[0] = z;
-    return rc;
+    return record_index_op("index_select", bwd_index_select, src, index, dst, dim, rc);
 }
 
 int clipl__ag_gather(const clipl_tensor *src, const clipl_tensor *index, clipl_tensor **dst,
@@ -681,14 +655,7 @@ int clipl__ag_gather(const clipl_tensor *src, const clipl_tensor *index, clipl_t
     clipl__grad_off++;
     int rc = clipl_gather(src, index, dst, dim);
     clipl__grad_off--;
-    if (rc || !float_dt((*dst)->dt))
-        return rc;
-    clipl__node *n = clipl__node_new("gather", bwd_gather, 1, &src);
-    if (n) {
-        n->iv[0] = clipl__wrap_dim(dim, src->ndim);
-        rc = clipl__node_save(n, 1, index);
-    }
-    return finish(n, dst, rc);
+    return record_index_op("gather", bwd_scatter, src, index, dst, dim, rc);
 }
 
 static int bwd_embedding(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
@@ -744,7 +711,7 @@ int clipl__ag_embedding(const clipl_tensor *ids, const clipl_tensor *weight, cli
     clipl__node *n = clipl__node_new("embedding", bwd_embedding, 2, ins);
     if (n)
         rc = clipl__node_save(n, 0, ids);
-    return finish(n, dst, rc);
+    return clipl__node_finish(n, dst, rc);
 }
 
 static int bwd_masked_fill(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
@@ -753,7 +720,7 @@ static int bwd_masked_fill(clipl__node *n, const clipl_tensor *g, clipl_tensor *
     int rc = clipl_masked_fill(g, n->saved[1], &m, 0.0);
     if (rc)
         return rc;
-    rc = sum_to_edge(n, 0, m, &gin[0]);
+    rc = clipl__sum_to_edge(n, 0, m, &gin[0]);
     clipl_tensor_release(m);
     return rc;
 }
@@ -769,7 +736,7 @@ int clipl__ag_masked_fill(const clipl_tensor *src, const clipl_tensor *mask, cli
     clipl__node *n = clipl__node_new("masked_fill", bwd_masked_fill, 1, &src);
     if (n)
         rc = clipl__node_save(n, 1, mask);
-    return finish(n, dst, rc);
+    return clipl__node_finish(n, dst, rc);
 }
 
 static int bwd_where(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
@@ -779,13 +746,13 @@ static int bwd_where(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
     if (clipl__node_needs(n, 0)) {
         TRY(clipl_binary_scalar(cond, 0, &notc, CLIPL_BIN_EQ, 0));
         TRY(clipl_masked_fill(g, notc, &m, 0.0));
-        TRY(sum_to_edge(n, 0, m, &gin[0]));
+        TRY(clipl__sum_to_edge(n, 0, m, &gin[0]));
         clipl_tensor_release(m);
         m = NULL;
     }
     if (clipl__node_needs(n, 1)) {
         TRY(clipl_masked_fill(g, cond, &m, 0.0));
-        TRY(sum_to_edge(n, 1, m, &gin[1]));
+        TRY(clipl__sum_to_edge(n, 1, m, &gin[1]));
     }
     rc = CLIPL_OK;
 out:
@@ -806,5 +773,5 @@ int clipl__ag_where(const clipl_tensor *cond, const clipl_tensor *a, const clipl
     clipl__node *n = clipl__node_new("where", bwd_where, 2, ins);
     if (n)
         rc = clipl__node_save(n, 0, cond);
-    return finish(n, dst, rc);
+    return clipl__node_finish(n, dst, rc);
 }

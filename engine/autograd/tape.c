@@ -200,6 +200,21 @@ int clipl__node_attach(clipl__node *n, clipl_tensor *out)
     return CLIPL_OK;
 }
 
+int clipl__node_finish(clipl__node *n, clipl_tensor **dst, int rc)
+{
+    if (!rc && !n)
+        rc = clipl_errcode() ? clipl_errcode() : CLIPL_ENOMEM;
+    if (!rc)
+        rc = clipl__node_attach(n, *dst);
+    else
+        clipl__node_release(n);
+    if (rc) {
+        clipl_tensor_release(*dst);
+        *dst = NULL;
+    }
+    return rc;
+}
+
 void clipl__ag_free(clipl_tensor *t)
 {
     clipl_autograd *ag = t->ag;
@@ -610,4 +625,11 @@ mismatch:
 fail:
     clipl_tensor_release(cur);
     return rc;
+}
+
+int clipl__sum_to_edge(const clipl__node *n, int k, const clipl_tensor *g, clipl_tensor **gin)
+{
+    if (!g)
+        return CLIPL_OK;
+    return clipl__sum_to(g, n->in[k].ndim, n->in[k].shape, gin);
 }
