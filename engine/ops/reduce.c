@@ -14,7 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_NORM };
+/* the tape's reduction kinds (autograd.h), so that a kind is passed on as it is */
+enum {
+    R_SUM = CLIPL__R_SUM,
+    R_MEAN = CLIPL__R_MEAN,
+    R_MAX = CLIPL__R_MAX,
+    R_MIN = CLIPL__R_MIN,
+    R_NORM = CLIPL__R_NORM
+};
 enum { CHUNK = 65536 };
 
 static const char *const kind_names[] = {"sum", "mean", "max", "min", "norm"};
@@ -432,38 +439,38 @@ fail:
     return rc;
 }
 
-int clipl_sum(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim)
+/* The public reductions: recorded for backward when src requires grad (the tape's kinds are
+ * ours), else run here. max and min need a values slot. */
+static int reduce_op(int kind, const clipl_tensor *src, clipl_tensor **values,
+                     clipl_tensor **indices, int dim, int keepdim, double p)
 {
     if (CLIPL__AG_ON1(src))
-        return clipl__ag_reduce(CLIPL__R_SUM, src, dst, NULL, dim, keepdim, 0);
-    return reduce(R_SUM, src, dst, NULL, dim, keepdim, 0);
+        return clipl__ag_reduce(kind, src, values, indices, dim, keepdim, p);
+    if ((kind == R_MAX || kind == R_MIN) && !values)
+        return clipl__err(CLIPL_EINVAL, "%s: values slot is NULL", kind_names[kind]);
+    return reduce(kind, src, values, indices, dim, keepdim, p);
+}
+
+int clipl_sum(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim)
+{
+    return reduce_op(R_SUM, src, dst, NULL, dim, keepdim, 0);
 }
 
 int clipl_mean(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim)
 {
-    if (CLIPL__AG_ON1(src))
-        return clipl__ag_reduce(CLIPL__R_MEAN, src, dst, NULL, dim, keepdim, 0);
-    return reduce(R_MEAN, src, dst, NULL, dim, keepdim, 0);
+    return reduce_op(R_MEAN, src, dst, NULL, dim, keepdim, 0);
 }
 
 int clipl_max(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices, int dim,
               int keepdim)
 {
-    if (CLIPL__AG_ON1(src))
-        return clipl__ag_reduce(CLIPL__R_MAX, src, values, indices, dim, keepdim, 0);
-    if (!values)
-        return clipl__err(CLIPL_EINVAL, "max: values slot is NULL");
-    return reduce(R_MAX, src, values, indices, dim, keepdim, 0);
+    return reduce_op(R_MAX, src, values, indices, dim, keepdim, 0);
 }
 
 int clipl_min(const clipl_tensor *src, clipl_tensor **values, clipl_tensor **indices, int dim,
               int keepdim)
 {
-    if (CLIPL__AG_ON1(src))
-        return clipl__ag_reduce(CLIPL__R_MIN, src, values, indices, dim, keepdim, 0);
-    if (!values)
-        return clipl__err(CLIPL_EINVAL, "min: values slot is NULL");
-    return reduce(R_MIN, src, values, indices, dim, keepdim, 0);
+    return reduce_op(R_MIN, src, values, indices, dim, keepdim, 0);
 }
 
 int clipl_argmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepdim)
@@ -478,9 +485,7 @@ int clipl_argmin(const clipl_tensor *src, clipl_tensor **dst, int dim, int keepd
 
 int clipl_norm(const clipl_tensor *src, clipl_tensor **dst, double p, int dim, int keepdim)
 {
-    if (CLIPL__AG_ON1(src))
-        return clipl__ag_reduce(CLIPL__R_NORM, src, dst, NULL, dim, keepdim, p);
-    return reduce(R_NORM, src, dst, NULL, dim, keepdim, p);
+    return reduce_op(R_NORM, src, dst, NULL, dim, keepdim, p);
 }
 
 /* ---- top-k ---- */
