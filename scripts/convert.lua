@@ -45,25 +45,16 @@ for name in pairs(model:state_dict()) do
     end
 end
 
-local info = model:info()
-local arch = {
-    embed_dim = info.embed_dim, image_resolution = info.image_resolution,
-    vision_layers = info.vision_layers, vision_width = info.vision_width,
-    vision_patch_size = info.vision_patch_size, vision_heads = info.vision_heads,
-    context_length = info.context_length, vocab_size = info.vocab_size,
-    transformer_width = info.transformer_width, transformer_heads = info.transformer_heads,
-    transformer_layers = info.transformer_layers, activation = info.activation,
-}
 local ok2, err = pcall(clip.save_safetensors, args.output, tensors, {
     format = "pt",
     key_naming = "openai",
     producer = "clipl convert " .. clip.version,
     source = args.input,
     precision = args.dtype,
-    hparams = require("cjson").encode(arch),
+    hparams = require("cjson").encode(model:hparams()),
 })
 if not ok2 then
     cli.die("convert", tostring(err))
 end
 io.stderr:write(string.format("clipl convert: %s -> %s (%d tensors, %s, %s parameters)\n",
-    args.input, args.output, count, args.dtype, info.parameters))
+    args.input, args.output, count, args.dtype, model:info().parameters))

@@ -9,17 +9,13 @@
 -- accuracy with the learned context; --out saves the context as safetensors.
 local clip = require "clipl"
 local cli = require "clipl.cli"
+local files = require "clipl.files"
 local T = clip.train
 
 local args = cli.parser {
     name = "coop",
     description = "Learn prompt context vectors (CoOp) on a frozen CLIP model",
-    options = {
-        {"-m", "--model", arg = "M", help = "model (default: the bundled model)"},
-        {"--train", arg = "FILE|DIR", required = true, help = "labelled images (CSV/TSV or " ..
-            "a folder per class)"},
-        {"--test", arg = "FILE|DIR", required = true, help = "labelled test images"},
-        {"--label-column", arg = "COL", help = "class column of a CSV/TSV (a+b joins columns)"},
+    options = files.train_test_options {
         {"--shots", arg = "K", type = "number", default = 16, help = "training images per class"},
         {"--n-ctx", arg = "M", type = "number", default = 4, help = "context vectors"},
         {"--epochs", arg = "N", type = "number", default = 50},
@@ -39,33 +35,14 @@ end
 if args.threads then
     clip.set_num_threads(args.threads)
 end
-local name, why = require("clipl.files").model(args.model, "coop")
-if not name then
+local model, why = files.load_model(args.model, "coop")
+if not model then
     die(why)
 end
-local ok, model = pcall(clip.load, name)
-if not ok then
-    die(model)
-end
 T.train_params(model, nil, false) -- frozen: only the context learns
-local function load(path)
-    local ok2, ds = pcall(T.dataset, path, {label_column = args.label_column})
-    if not ok2 then
-        die(ds)
-    end
-    if not ds.classes then
-        die(path .. ": give --label-column (the class of each row)")
-    end
-    return ds
-end
-local train, test = load(args.train), load(args.test)
-local index = {}
-for i, c in ipairs(train.classes) do
-    index[c] = i
-end
-for _, it in ipairs(test.items) do
-    it.label = index[test.classes[it.label]] or die(args.test .. ": class '" ..
-        test.classes[it.label] .. "' is not in the training set")
+local train, test = files.train_test(args.train, args.test, args.label_column)
+if not train then
+    die(test)
 end
 local classes = train.classes
 

@@ -73,15 +73,7 @@ end
 
 local cache = opts.cache_dir or dl.cache_dir()
 
-local function file_size(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return nil
-    end
-    local n = f:seek("end")
-    f:close()
-    return n
-end
+local file_size = require("clipl.files").size
 
 local function mb(n)
     return ("%.1f MB"):format(n / 1e6)

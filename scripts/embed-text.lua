@@ -21,13 +21,9 @@ local args = cli.parser {
     positional = {{"files", nargs = "+", help = "text files, one caption per line"}},
 }:parse(arg)
 
-local model_name, why = require("clipl.files").model(args.model, "embed-text")
-if not model_name then
+local model, why = require("clipl.files").load_model(args.model, "embed-text")
+if not model then
     cli.die("embed-text", why)
-end
-local ok_load, model = pcall(clip.load, model_name)
-if not ok_load then
-    cli.die("embed-text", model)
 end
 local ok_open, index = pcall(clip.index.open, args.out, {dtype = args.dtype, kind = "text"})
 if not ok_open then

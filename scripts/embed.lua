@@ -29,13 +29,9 @@ local args = cli.parser {
     positional = {{"inputs", nargs = "+", help = "image files or folders"}},
 }:parse(arg)
 
-local model_name, why = require("clipl.files").model(args.model, "embed")
-if not model_name then
+local model, why = require("clipl.files").load_model(args.model, "embed", {dtype = args.compute})
+if not model then
     cli.die("embed", why)
-end
-local ok_load, model = pcall(clip.load, model_name, {dtype = args.compute})
-if not ok_load then
-    cli.die("embed", model)
 end
 local resolution = model:info().image_resolution
 local ok_open, index = pcall(clip.index.open, args.out, {dtype = args.dtype, kind = "image"})

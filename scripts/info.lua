@@ -21,25 +21,14 @@ local args = cli.parser {
 
 local C = clip.lib.C
 
-local function is_dir(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return false
-    end
-    local _, err = f:read(1)
-    f:close()
-    return err ~= nil and err:find("Is a directory", 1, true) ~= nil
-end
+local files = require "clipl.files"
 
 local path = args.file
-if is_dir(path) then
+if files.is_dir(path) then
     for _, f in ipairs({"open_clip_model.safetensors", "open_clip_pytorch_model.bin",
         "model.safetensors", "pytorch_model.bin"}) do
-        local p = path .. "/" .. f
-        local h = io.open(p, "rb")
-        if h then
-            h:close()
-            path = p
+        if files.exists(path .. "/" .. f) then
+            path = path .. "/" .. f
             break
         end
     end
@@ -75,21 +64,8 @@ if C.clipl_model_config_infer(d, path, cfg) == 0 then
     local vit = cfg.vision_kind == 0
     local fi, ft = ffi.new("int64_t[1]"), ffi.new("int64_t[1]")
     C.clipl_model_config_flops(cfg, fi, ft)
-    out.architecture = {
-        vision = vit and "VisionTransformer" or "ModifiedResNet",
-        embed_dim = cfg.embed_dim,
-        image_resolution = cfg.image_resolution,
-        vision_layers = vit and cfg.vision_layers[0] or {cfg.vision_layers[0],
-            cfg.vision_layers[1], cfg.vision_layers[2], cfg.vision_layers[3]},
-        vision_width = cfg.vision_width,
-        vision_patch_size = vit and cfg.vision_patch_size or nil,
-        vision_heads = cfg.vision_heads,
-        context_length = cfg.context_length,
-        vocab_size = cfg.vocab_size,
-        transformer_width = cfg.transformer_width,
-        transformer_heads = cfg.transformer_heads,
-        transformer_layers = cfg.transformer_layers,
-    }
+    out.architecture = clip.models.config_fields(cfg)
+    out.architecture.vision = vit and "VisionTransformer" or "ModifiedResNet"
     out.parameters = tonumber(C.clipl_model_config_num_params(cfg))
     out.gflops_per_image = tonumber(fi[0]) / 1e9
     out.gflops_per_text = tonumber(ft[0]) / 1e9

@@ -9,17 +9,13 @@
 -- the best C and its accuracy on --test is printed.
 local clip = require "clipl"
 local cli = require "clipl.cli"
+local files = require "clipl.files"
 local T = clip.train
 
 local args = cli.parser {
     name = "linear_probe",
     description = "Logistic regression on frozen CLIP image features, with a sweep of C",
-    options = {
-        {"-m", "--model", arg = "M", help = "model (default: the bundled model)"},
-        {"--train", arg = "FILE|DIR", required = true, help = "labelled images: CSV/TSV or " ..
-            "a folder per class"},
-        {"--test", arg = "FILE|DIR", required = true, help = "labelled test images"},
-        {"--label-column", arg = "COL", help = "class column of a CSV/TSV (a+b joins columns)"},
+    options = files.train_test_options {
         {"--C", arg = "C1,C2,...", default = "0.01,0.1,0.316,1,3.16,10,100",
             help = "regularisation strengths to try"},
         {"--holdout", arg = "F", type = "number", default = 0.2,
@@ -36,36 +32,13 @@ end
 if args.threads then
     clip.set_num_threads(args.threads)
 end
-local name, why = require("clipl.files").model(args.model, "linear_probe")
-if not name then
+local model, why = files.load_model(args.model, "linear_probe")
+if not model then
     die(why)
 end
-local ok, model = pcall(clip.load, name)
-if not ok then
-    die(model)
-end
-local function load(path)
-    local ok2, ds = pcall(T.dataset, path, {label_column = args.label_column})
-    if not ok2 then
-        die(ds)
-    end
-    if not ds.classes then
-        die(path .. ": give --label-column (the class of each row)")
-    end
-    return ds
-end
-local train, test = load(args.train), load(args.test)
--- test labels by class name, in the training set's numbering
-local index = {}
-for i, c in ipairs(train.classes) do
-    index[c] = i
-end
-for _, it in ipairs(test.items) do
-    local c = test.classes[it.label]
-    if not index[c] then
-        die(args.test .. ": class '" .. c .. "' is not in the training set")
-    end
-    it.label = index[c]
+local train, test = files.train_test(args.train, args.test, args.label_column)
+if not train then
+    die(test)
 end
 local k = #train.classes
 

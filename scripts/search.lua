@@ -52,13 +52,9 @@ if not args.query and not args.image then
     cli.die("search", "give a text query or --image FILE")
 end
 
-local model_name, why = require("clipl.files").model(args.model, "search")
-if not model_name then
+local model, why = require("clipl.files").load_model(args.model, "search")
+if not model then
     cli.die("search", why)
-end
-local ok_load, model = pcall(clip.load, model_name)
-if not ok_load then
-    cli.die("search", model)
 end
 local ok_q, query = pcall(function()
     if args.image then

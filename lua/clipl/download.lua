@@ -15,13 +15,8 @@ local M = {}
 -- usleep from libc for the polling loop (pcall: another module may have declared it already)
 pcall(ffi.cdef, "int usleep(unsigned int usec);")
 
-local function getenv(name)
-    local v = os.getenv(name)
-    if v == nil or v == "" then
-        return nil
-    end
-    return v
-end
+local files = require "clipl.files"
+local getenv, file_exists = files.getenv, files.exists
 
 --- The cache folder: $CLIPL_CACHE, else $XDG_CACHE_HOME/clipl, else ~/.cache/clipl.
 function M.cache_dir()
@@ -44,14 +39,6 @@ local function models_dir()
     return lib.config.models
 end
 
-local function file_exists(path)
-    local f = io.open(path, "rb")
-    if f then
-        f:close()
-        return true
-    end
-    return false
-end
 
 local registry_cache = {}
 

@@ -31,6 +31,16 @@ local function check_path(path, what, level)
     end
 end
 
+-- The non-NULL result of a C loader open(path); errors name the caller of the caller (a load_*).
+local function open_file(open, path, what)
+    check_path(path, what, 3)
+    local p = open(path)
+    if p == nil then
+        raise_last(3)
+    end
+    return p
+end
+
 -- Converts a C tensor dict into Lua tables and frees it.
 local function unpack_tdict(d)
     d = ffi.gc(d, C.clipl_tdict_free)
@@ -52,12 +62,7 @@ end
 --- Loads an npy file (v1-v3; f32, f16, i32, i64, u8; bool as u8, f64 converted to f32) as a new
 -- writable tensor.
 function M.load_npy(path)
-    check_path(path, "load_npy", 2)
-    local p = C.clipl_npy_load(path)
-    if p == nil then
-        raise_last(2)
-    end
-    return adopt(p)
+    return adopt(open_file(C.clipl_npy_load, path, "load_npy"))
 end
 
 --- Writes t as npy (v1, C order) atomically. bf16 is refused (numpy has no bfloat16).
@@ -74,24 +79,14 @@ end
 --- Loads a safetensors file: a table name -> tensor, and the __metadata__ table (strings), and an
 -- info table {format = "safetensors", names = {...in file order}}.
 function M.load_safetensors(path)
-    check_path(path, "load_safetensors", 2)
-    local d = C.clipl_safetensors_load(path)
-    if d == nil then
-        raise_last(2)
-    end
-    return unpack_tdict(d)
+    return unpack_tdict(open_file(C.clipl_safetensors_load, path, "load_safetensors"))
 end
 
 --- Loads any weights file (safetensors, PyTorch .pt zip or checkpoint, TorchScript archive, npy):
 -- tensors by name, metadata (safetensors __metadata__; TorchScript input_resolution,
 -- context_length, vocab_size; checkpoint scalars such as epoch), and {format, names}.
 function M.load_weights(path)
-    check_path(path, "load_weights", 2)
-    local d = C.clipl_load_weights(path)
-    if d == nil then
-        raise_last(2)
-    end
-    return unpack_tdict(d)
+    return unpack_tdict(open_file(C.clipl_load_weights, path, "load_weights"))
 end
 
 --- Writes a table name -> tensor (and an optional table of metadata strings) as safetensors,

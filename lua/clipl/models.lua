@@ -53,47 +53,11 @@ local function borrow(p)
     return adopt(C.clipl_tensor_retain(p))
 end
 
-local function exists(path)
-    local f = io.open(path, "rb")
-    if f then
-        f:close()
-        return true
-    end
-    return false
-end
-
-local function is_dir(path)
-    -- a folder can be opened but not read as a file
-    local f = io.open(path, "rb")
-    if not f then
-        return false
-    end
-    local _, err = f:read(1)
-    f:close()
-    return err ~= nil and err:find("Is a directory", 1, true) ~= nil
-end
+local files = require "clipl.files"
+local exists, is_dir, shell_quote = files.exists, files.is_dir, files.shell_quote
 
 local function cache_dir()
-    local ok, dl = pcall(require, "clipl.download")
-    if ok and dl.cache_dir then
-        local ok2, dir = pcall(dl.cache_dir)
-        if ok2 then
-            return dir
-        end
-    end
-    local env = os.getenv("CLIPL_CACHE")
-    if env and env ~= "" then
-        return env
-    end
-    local xdg = os.getenv("XDG_CACHE_HOME")
-    if xdg and xdg ~= "" then
-        return xdg .. "/clipl"
-    end
-    return (os.getenv("HOME") or ".") .. "/.cache/clipl"
-end
-
-local function shell_quote(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
+    return files.cache_dir() or "./.cache/clipl"
 end
 
 local function list_dir(dir)
@@ -455,36 +419,56 @@ function Model:prepare()
     return self
 end
 
---- The architecture, parameter count, dtype and work of one image / one 77-token text.
+-- OpenAI's build_model arguments, the names of a config's fields.
+local HPARAMS = {"embed_dim", "image_resolution", "vision_layers", "vision_width",
+    "vision_patch_size", "vision_heads", "context_length", "vocab_size", "transformer_width",
+    "transformer_heads", "transformer_layers"}
+
+--- The architecture in a clipl_model_config (cdata) as a table of OpenAI's build_model arguments:
+-- embed_dim, image_resolution, vision_layers (a number for a ViT, 4 numbers for a ResNet),
+-- vision_width, vision_patch_size (ViT only), vision_heads, context_length, vocab_size,
+-- transformer_width, transformer_heads, transformer_layers.
+function M.config_fields(c)
+    local vit = c.vision_kind == VIT
+    local t = {}
+    for _, k in ipairs(HPARAMS) do
+        t[k] = c[k]
+    end
+    t.vision_layers = vit and c.vision_layers[0] or
+        {c.vision_layers[0], c.vision_layers[1], c.vision_layers[2], c.vision_layers[3]}
+    t.vision_patch_size = vit and c.vision_patch_size or nil
+    return t
+end
+
+--- The architecture (clip.models.config_fields), parameter count, dtype and work of one image /
+-- one 77-token text.
 function Model:info()
     local c = self._cfg
     local fi, ft = ffi.new("int64_t[1]"), ffi.new("int64_t[1]")
     check(C.clipl_model_config_flops(c, fi, ft))
     local vit = c.vision_kind == VIT
-    local layers = vit and c.vision_layers[0] or
-        {c.vision_layers[0], c.vision_layers[1], c.vision_layers[2], c.vision_layers[3]}
-    return {
-        architecture = vit and "VisionTransformer" or "ModifiedResNet",
-        vision_kind = vit and "vit" or "resnet",
-        embed_dim = c.embed_dim,
-        image_resolution = c.image_resolution,
-        vision_layers = layers,
-        vision_width = c.vision_width,
-        vision_patch_size = vit and c.vision_patch_size or nil,
-        vision_heads = c.vision_heads,
-        context_length = c.context_length,
-        vocab_size = c.vocab_size,
-        transformer_width = c.transformer_width,
-        transformer_heads = c.transformer_heads,
-        transformer_layers = c.transformer_layers,
-        activation = c.act == 4 and "quick_gelu" or "gelu",
-        dtype = C.clipl_model_dtype(self._h) == 1 and "bf16" or "f32",
-        parameters = tonumber(C.clipl_model_num_params(self._h)),
-        flops_per_image = tonumber(fi[0]),
-        flops_per_text = tonumber(ft[0]),
-        format = ffi.string(C.clipl_model_source_format(self._h)),
-        source = self.source,
-    }
+    local t = M.config_fields(c)
+    t.architecture = vit and "VisionTransformer" or "ModifiedResNet"
+    t.vision_kind = vit and "vit" or "resnet"
+    t.activation = c.act == 4 and "quick_gelu" or "gelu"
+    t.dtype = C.clipl_model_dtype(self._h) == 1 and "bf16" or "f32"
+    t.parameters = tonumber(C.clipl_model_num_params(self._h))
+    t.flops_per_image = tonumber(fi[0])
+    t.flops_per_text = tonumber(ft[0])
+    t.format = ffi.string(C.clipl_model_source_format(self._h))
+    t.source = self.source
+    return t
+end
+
+--- The architecture as build_model's arguments plus the activation: what a checkpoint stores as
+-- its "hparams" metadata (JSON).
+function Model:hparams()
+    local info = self:info()
+    local h = {activation = info.activation}
+    for _, k in ipairs(HPARAMS) do
+        h[k] = info[k]
+    end
+    return h
 end
 
 --- Frees the model now (it is also freed when collected).
@@ -496,6 +480,7 @@ function Model:free()
 end
 
 M.Model = Model
+M.Node = Node
 
 -- ---- loading ------------------------------------------------------------------------------------
 

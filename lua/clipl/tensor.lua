@@ -247,39 +247,36 @@ end
 
 -- ---- geometry -----------------------------------------------------------------------------------
 
---- t:size() -> {2, 3}; t:size(d) -> the size of dim d.
-function Tensor.size(t, d)
+-- One entry of a per-dim C array of t (dim d, checked) or all of them as a table; errors name
+-- what and blame the caller's caller.
+local function per_dim(t, arr, d, what)
     if d then
-        local c = cdim(d, "size")
+        local c = cdim(d, what, 3)
         if c < 0 then
             c = c + t.ndim
         end
         if c < 0 or c >= t.ndim then
-            error("size: dim " .. d .. " out of range for a " .. t.ndim .. "-d tensor", 2)
+            error(what .. ": dim " .. d .. " out of range for a " .. t.ndim .. "-d tensor", 3)
         end
-        return tonumber(t.shape[c])
+        return tonumber(arr[c])
     end
     local s = {}
     for i = 0, t.ndim - 1 do
-        s[i + 1] = tonumber(t.shape[i])
+        s[i + 1] = tonumber(arr[i])
     end
     return s
 end
 
+--- t:size() -> {2, 3}; t:size(d) -> the size of dim d.
+function Tensor.size(t, d)
+    local v = per_dim(t, t.shape, d, "size")
+    return v
+end
+
 --- t:stride() -> strides in elements; t:stride(d).
 function Tensor.stride(t, d)
-    if d then
-        local c = cdim(d, "stride")
-        if c < 0 then
-            c = c + t.ndim
-        end
-        return tonumber(t.strides[c])
-    end
-    local s = {}
-    for i = 0, t.ndim - 1 do
-        s[i + 1] = tonumber(t.strides[i])
-    end
-    return s
+    local v = per_dim(t, t.strides, d, "stride")
+    return v
 end
 
 function Tensor.dim(t)

@@ -22,22 +22,8 @@ local Tokenizer = {}
 Tokenizer.__index = Tokenizer
 M.Tokenizer = Tokenizer
 
-local function file_exists(path)
-    local f = io.open(path, "rb")
-    if f then
-        f:close()
-        return true
-    end
-    return false
-end
-
-local function getenv(name)
-    local v = os.getenv(name)
-    if v == nil or v == "" then
-        return nil
-    end
-    return v
-end
+local files = require "clipl.files"
+local getenv, file_exists = files.getenv, files.exists
 
 --- The files of a vocabulary at path: an OpenAI merges file, a HuggingFace vocab.json (merges.txt
 -- beside it), or a folder holding either. Returns kind ("openai" / "hf"), file(s); or nil.
@@ -110,11 +96,30 @@ local function check_self(self, what)
 end
 
 -- reusable buffers (Lua runs one thread per state)
-local ids_cap = 256
-local ids_buf = ffi.new("int32_t[?]", ids_cap)
+-- Reusable output buffers, grown when an output does not fit.
+local id_out = {ctype = "int32_t[?]", cap = 256}
+id_out.buf = ffi.new(id_out.ctype, id_out.cap)
 local n_out = ffi.new("size_t[1]")
-local chars_cap = 1024
-local chars_buf = ffi.new("char[?]", chars_cap)
+local char_out = {ctype = "char[?]", cap = 1024}
+char_out.buf = ffi.new(char_out.ctype, char_out.cap)
+
+-- Calls fn(a, b, c, buf, cap, n) with the buffer out, growing it once when the result does not
+-- fit; returns the count n. Errors are raised at the given level (from the caller's view).
+local function fill(out, fn, a, b, c, level)
+    local rc = fn(a, b, c, out.buf, out.cap, n_out)
+    if rc ~= 0 then
+        check(rc, level + 1)
+    end
+    local n = tonumber(n_out[0])
+    if n > out.cap then
+        while out.cap < n do
+            out.cap = out.cap * 2
+        end
+        out.buf = ffi.new(out.ctype, out.cap)
+        check(fn(a, b, c, out.buf, out.cap, n_out), level + 1)
+    end
+    return n
+end
 
 --- tok:encode(text): BPE ids of text (no start/end ids) as a Lua table, as SimpleTokenizer.encode.
 function Tokenizer:encode(text)
@@ -122,41 +127,18 @@ function Tokenizer:encode(text)
     if type(text) ~= "string" then
         error("encode: text must be a string, got " .. type(text), 2)
     end
-    local rc = C.clipl_tokenizer_encode(self._h, text, #text, ids_buf, ids_cap, n_out)
-    if rc ~= 0 then
-        check(rc, 2)
-    end
-    local n = tonumber(n_out[0])
-    if n > ids_cap then
-        while ids_cap < n do
-            ids_cap = ids_cap * 2
-        end
-        ids_buf = ffi.new("int32_t[?]", ids_cap)
-        check(C.clipl_tokenizer_encode(self._h, text, #text, ids_buf, ids_cap, n_out), 2)
-    end
+    local n = fill(id_out, C.clipl_tokenizer_encode, self._h, text, #text, 2)
     local out = {}
     for i = 1, n do
-        out[i] = ids_buf[i - 1]
+        out[i] = id_out.buf[i - 1]
     end
     return out
 end
 
--- Calls fn(a, b, c, buf, cap, n) with the reusable char buffer, growing it once when the text
--- does not fit; returns the text.
+-- fill with the char buffer; returns the text.
 local function text_out(fn, a, b, c)
-    local rc = fn(a, b, c, chars_buf, chars_cap, n_out)
-    if rc ~= 0 then
-        check(rc, 3)
-    end
-    local n = tonumber(n_out[0])
-    if n > chars_cap then
-        while chars_cap < n do
-            chars_cap = chars_cap * 2
-        end
-        chars_buf = ffi.new("char[?]", chars_cap)
-        check(fn(a, b, c, chars_buf, chars_cap, n_out), 3)
-    end
-    return ffi.string(chars_buf, n)
+    local n = fill(char_out, fn, a, b, c, 3)
+    return ffi.string(char_out.buf, n)
 end
 
 --- tok:decode(ids): the text of a table (or 1-d integer tensor) of ids, as SimpleTokenizer.decode
@@ -278,18 +260,7 @@ end
 
 -- ---- the default tokenizer ---------------------------------------------------------------------
 
-local function cache_dir()
-    local dir = getenv("CLIPL_CACHE")
-    if dir then
-        return dir
-    end
-    local xdg = getenv("XDG_CACHE_HOME")
-    if xdg then
-        return xdg .. "/clipl"
-    end
-    local home = getenv("HOME")
-    return home and home .. "/.cache/clipl" or nil
-end
+local cache_dir = files.cache_dir
 
 local loaded = {} -- path -> Tokenizer, so a vocabulary is read once per process
 

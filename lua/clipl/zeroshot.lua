@@ -7,6 +7,7 @@
 --   local top = clf:topk(images, 5)              -- per image: {{label =, prob =, index =}, ...}
 local lib = require "clipl.lib"
 local tensor = require "clipl.tensor"
+local files = require "clipl.files"
 
 local M = {}
 
@@ -147,18 +148,10 @@ end
 --- The folder of cached classifiers: $CLIPL_CACHE/zeroshot, else $XDG_CACHE_HOME/clipl/zeroshot,
 -- else ~/.cache/clipl/zeroshot.
 function M.cache_dir()
-    local function env(name)
-        local v = os.getenv(name)
-        return v ~= "" and v or nil
-    end
-    local base = env("CLIPL_CACHE") or (env("XDG_CACHE_HOME") and env("XDG_CACHE_HOME") ..
-        "/clipl") or ((env("HOME") or ".") .. "/.cache/clipl")
-    return base .. "/zeroshot"
+    return (files.cache_dir() or "./.cache/clipl") .. "/zeroshot"
 end
 
-local function shell_quote(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell_quote = files.shell_quote
 
 --- The tokenizer that belongs to a model: $CLIPL_VOCAB, else the vocabulary in the model's folder
 -- (beside its weights file), else the one in the cache folder (see clip.tokenizer_for). Raises
