@@ -11,6 +11,7 @@
 -- and photos/ holding ../shared/clip's images).
 local clip = require "clipl"
 local tensor = require "clipl.tensor"
+local help = require "clipl.help"
 
 local out_path = arg and arg[1]
 if not out_path then
@@ -862,6 +863,10 @@ f:write("path\tcaption\tlabel\nphotos/chelsea.png\ta cat\tcat\nphotos/coins.png\
 f:close()
 local ds = clip.train.dataset("photos.tsv", {label_column = "label"})
 ]]
+local OPT = C .. "local w = clip.tensor{4}:requires_grad_()\n" ..
+    "local opt = clip.optim.SGD({w}, {lr = 0.25})\n"
+local SCHED = C .. "local opt = clip.optim.SGD({clip.zeros({1}):requires_grad_()}, {lr = 1})\n" ..
+    "local sched = clip.optim.cosine(opt, {warmup = 2, steps = 10})\n"
 local MORE2 = {
     ["clip.bundled_model"] = C .. [[
 local b = clip.bundled_model()                          -- nil when this build has none
@@ -960,49 +965,96 @@ local x = clip.tensor{1, 2}:requires_grad_()
 local y = (x * 3):retain_grad()
 y:sum():backward()
 print(y.grad, x.grad)                                   -- 1 1 / 3 3]],
+
+    ["clip.models.config_fields"] = C .. [[
+local a = clip.models.config_fields(clip.models.model_config("RN50"))
+print(a.embed_dim, table.concat(a.vision_layers, " "), a.vision_patch_size)   -- 1024 3 4 6 3 nil]],
+    ["Model:hparams"] = M .. [[
+local h = model:hparams()                               -- build_model's arguments + activation
+print(h.vision_layers, h.transformer_width, h.activation)]],
+    -- the objects of clip.optim, clip.train.loader, clip.bpe and the model's nodes
+    ["Optimizer:zero_grad"] = OPT .. [[
+local loss = (w * w):sum()
+loss:backward()
+opt:zero_grad()
+print(w.grad)                                           -- nil]],
+    ["Optimizer:parameters"] = OPT .. [[
+print(#opt:parameters(), opt:parameters()[1] == w)     -- 1 true]],
+    ["Optimizer:set_lr"] = OPT .. [[
+opt:set_lr(0.5)
+print(opt:get_lr())                                     -- 0.5]],
+    ["Optimizer:get_lr"] = OPT .. [[
+print(opt:get_lr(), opt:get_lr(1))                      -- 0.25 0.25: group 1]],
+    ["Optimizer:step"] = OPT .. [[
+opt:zero_grad(); (w * w):sum():backward(); opt:step()
+print(w:item())                                         -- 2: 4 - 0.25 * 8]],
+    ["Optimizer:state_dict"] = C .. [[
+local w = clip.tensor{4}:requires_grad_()
+local opt = clip.optim.AdamW({w}, {lr = 0.1})
+opt:zero_grad(); (w * w):sum():backward(); opt:step()
+local sd = opt:state_dict()
+print(sd.step, sd.groups[1].lr)                         -- 1 0.1
+for key in pairs(sd.tensors) do print(key) end          -- 1:<name>.exp_avg, 1:<name>.exp_avg_sq]],
+    ["Optimizer:load_state_dict"] = C .. [[
+local w = clip.tensor{4}:requires_grad_()
+local opt = clip.optim.AdamW({w}, {lr = 0.1})
+opt:zero_grad(); (w * w):sum():backward(); opt:step()
+local again = clip.optim.AdamW({clip.tensor{4}:requires_grad_()}, {lr = 0.1})
+again:load_state_dict(opt:state_dict())                 -- resume where opt stopped
+print(again:state_dict().step)                          -- 1]],
+    ["Scheduler:step"] = SCHED .. [[
+for _ = 1, 3 do print(sched:step()) end                 -- the lr of steps 1, 2, 3]],
+    ["Scheduler:get_lr"] = SCHED .. [[
+print(sched:get_lr(), opt:get_lr())                     -- 0.5 0.5: step 0 of the warmup]],
+    ["Scheduler:lr_at"] = SCHED .. [[
+print(sched:lr_at(1, 1), sched:lr_at(10, 1))            -- 1 0: the end of warmup, the last step]],
+    ["Scheduler:apply"] = SCHED .. [[
+opt:set_lr(123)
+sched:apply()                                           -- the schedule's lr again
+print(opt:get_lr())                                     -- 0.5]],
+    ["Scheduler:state_dict"] = SCHED .. [[
+sched:step()
+print(sched:state_dict().last)                          -- 1]],
+    ["Scheduler:load_state_dict"] = SCHED .. [[
+sched:step(); sched:step()
+local again = clip.optim.cosine(opt, {warmup = 2, steps = 10})
+again:load_state_dict(sched:state_dict())
+print(again:get_lr() == sched:get_lr())                 -- true]],
+    ["Loader:batch"] = DS .. [[
+local loader = clip.train.loader(ds, {batch_size = 1, resolution = 32, shuffle = false})
+local b = loader:batch(1, 2)                            -- epoch 1, batch 2
+print(b.captions[1], table.concat(b.images:size(), " x "))   -- coins 1 x 3 x 32 x 32]],
+    ["Loader:iter"] = DS .. [[
+local loader = clip.train.loader(ds, {batch_size = 1, resolution = 32})
+for b, batch in loader:iter(1, 2) do print(b, #batch.captions) end   -- 2 1: from batch 2]],
+    ["Vocab:save"] = C .. [[
+local vocab = clip.bpe.learn({"low lower lowest", "newer wider"}, {merges = 10})
+local path = vocab:save("vocab.txt.gz")
+print(clip.tokenizer(path):decode(clip.tokenizer(path):encode("lower")))   -- lower]],
+    ["Node:named_parameters"] = M .. [[
+for name, p in model.visual.ln_post:named_parameters() do
+    print(name, p:numel())                              -- visual.ln_post.weight, .bias
+end]],
+    ["Node:parameters"] = M .. [[
+local n = 0
+for _, p in ipairs(model.visual:parameters()) do n = n + p:numel() end
+print(n > 0)                                            -- true]],
 }
 for k, v in pairs(MORE2) do
     assert(EXAMPLES[k] == nil, k)
     EXAMPLES[k] = v
 end
 
--- ---- doc comments (the rules of clipl.help) -----------------------------------------------------
+-- ---- doc comments (read as clipl.help reads them) ---------------------------------------------
 
-local files = {}
-local function lines_of(path)
-    if files[path] == nil then
-        local t = false
-        local f = io.open(path, "r")
-        if f then
-            t = {}
-            for l in f:lines() do t[#t + 1] = l end
-            f:close()
-        end
-        files[path] = t
-    end
-    return files[path] or nil
-end
-
--- doc text, the parameter list, the file:line, whether it is defined with ':'
+-- doc lines, the parameter list, the file (no line number: api.md must not change when code moves),
+-- whether it is defined with ':'
 local function doc_of(fn)
-    local info = debug.getinfo(fn, "S")
-    if not info or info.what ~= "Lua" or info.source:sub(1, 1) ~= "@" then
+    local d = help.source_doc(fn)
+    if not d then
         return nil
     end
-    local lines = lines_of(info.source:sub(2))
-    local at = info.linedefined
-    if not lines or not lines[at] then
-        return nil
-    end
-    local doc = {}
-    local i = at - 1
-    while i >= 1 and lines[i]:match("^%s*%-%-") and not lines[i]:match("^%s*%-%- ?%-%-%-%-") do
-        table.insert(doc, 1, (lines[i]:gsub("^%s*%-%-%-?%s?", "")))
-        i = i - 1
-    end
-    local name, params = lines[at]:match("function%s*([%w_%.:]*)%s*(%b())")
-    local where = info.source:sub(2):match("([^/]*/[^/]*)$") or info.source:sub(2)
-    return doc, params or "(...)", where .. ":" .. at, name and name:find(":", 1, true) ~= nil
+    return d.lines, d.sig or "(...)", d.file, d.method
 end
 
 -- prose and ```lua norun blocks from a doc comment
@@ -1092,6 +1144,27 @@ local function sorted_functions(t)
     return names
 end
 
+-- A class's methods with the inherited ones (the __index chain of its metatable), as one table.
+local function with_inherited(cls)
+    local out, seen_t = {}, {}
+    local t = cls
+    while type(t) == "table" and not seen_t[t] do
+        seen_t[t] = true
+        for k, v in pairs(t) do
+            if out[k] == nil then out[k] = v end
+        end
+        local mt = getmetatable(t)
+        t = mt and mt.__index
+    end
+    return out
+end
+
+-- The class (metatable) of what make() returns, or nil when it cannot be made here.
+local function class_of(make)
+    local ok, obj = pcall(make)
+    return ok and with_inherited(getmetatable(obj)) or nil
+end
+
 local function section(title, intro, items)
     if #items > 0 then
         sections[#sections + 1] = {title = title, intro = intro, items = items}
@@ -1112,6 +1185,20 @@ local classes = {
     {"Image", clip.image and clip.image.Image, "img",
         "Image methods (what `clip.image.load` returns)"},
     {"Tokenizer", clip.Tokenizer, "tok", "Tokenizer methods (what `clip.tokenizer` returns)"},
+    {"Optimizer", class_of(function()
+        return clip.optim.SGD({clip.zeros({1}):requires_grad_()}, {lr = 1})
+    end), "opt", "Optimizer methods (what `clip.optim.AdamW` and `clip.optim.SGD` return)"},
+    {"Scheduler", class_of(function()
+        return clip.optim.cosine(clip.optim.SGD({clip.zeros({1}):requires_grad_()}, {lr = 1}),
+            {steps = 1})
+    end), "sched", "Scheduler methods (what `clip.optim.cosine` returns)"},
+    {"Loader", class_of(function()
+        return clip.train.loader({items = {{}}}, {batch_size = 1})
+    end), "loader", "Loader methods (what `clip.train.loader` returns)"},
+    {"Vocab", clip.bpe and clip.bpe.Vocab, "vocab",
+        "Vocab methods (what `clip.bpe.learn` returns)"},
+    {"Node", clip.models and clip.models.Node, "node",
+        "Node methods (the parts of a model: `model.visual`, `model.transformer.resblocks[1]`)"},
 }
 local class_tables = {}
 for _, c in ipairs(classes) do

@@ -120,13 +120,16 @@ local function source_lines(path)
     return lines or nil
 end
 
---- The doc comment and the signature line of a Lua function, from its source file.
-local function doc_of(fn)
+--- The doc comment of a Lua function from its source file, or nil (a C function, no source):
+-- {lines = the comment's lines, sig = "(a, b)" or nil, method = defined with ':',
+-- file = "clipl/models.lua", line = where it is defined}. scripts/gen_api_docs.lua uses it too.
+function internal.source_doc(fn)
     local info = debug.getinfo(fn, "S")
     if not info or info.what ~= "Lua" or info.source:sub(1, 1) ~= "@" then
         return nil
     end
-    local lines = source_lines(info.source:sub(2))
+    local path = info.source:sub(2)
+    local lines = source_lines(path)
     local at = info.linedefined
     if not lines or not lines[at] then
         return nil
@@ -137,9 +140,9 @@ local function doc_of(fn)
         table.insert(doc, 1, (lines[i]:gsub("^%s*%-%-%-?%s?", "")))
         i = i - 1
     end
-    local sig = lines[at]:match("function%s*[%w_%.:]*%s*(%b())")
-    return table.concat(doc, "\n"), sig,
-        string.format("%s:%d", info.source:sub(2):match("[^/]*/[^/]*$") or info.source:sub(2), at)
+    local name, sig = lines[at]:match("function%s*([%w_%.:]*)%s*(%b())")
+    return {lines = doc, sig = sig, method = (name or ""):find(":", 1, true) ~= nil,
+        file = path:match("[^/]*/[^/]*$") or path, line = at}
 end
 
 local function signature(display, _, sig)
@@ -157,11 +160,9 @@ local function one_line(fn)
     if registered[fn] then
         return (registered[fn]:match("[^\n]*"))
     end
-    if type(fn) == "function" then
-        local doc = doc_of(fn)
-        if doc and doc ~= "" then
-            return (doc:match("[^\n]*"))
-        end
+    local d = type(fn) == "function" and internal.source_doc(fn)
+    if d and d.lines[1] then
+        return d.lines[1]
     end
     return ""
 end
@@ -224,14 +225,13 @@ function internal.text(x)
     if type(value) ~= "function" then
         return display .. " = " .. tostring(value) .. " (" .. type(value) .. ", not a function)"
     end
-    local doc, sig, where = doc_of(value)
-    if doc == nil then
+    local d = internal.source_doc(value)
+    if d == nil then
         return display .. ": a builtin (C) function; see the LuaJIT / Lua 5.1 manual"
     end
-    if doc == "" then
-        doc = "(no doc comment)"
-    end
-    return signature(display, value, sig) .. "\n" .. doc .. "\n(" .. where .. ")"
+    local doc = #d.lines > 0 and table.concat(d.lines, "\n") or "(no doc comment)"
+    return signature(display, value, d.sig) .. "\n" .. doc .. "\n(" .. d.file .. ":" .. d.line ..
+        ")"
 end
 
 --- Prints the help of a function of clip, a tensor method or a module: clip.help(clip.load),
