@@ -11,40 +11,10 @@
 -- but each block is a separate script: it must be self-contained.
 -- A failing block in any doc fails the spec: a block that cannot run offline (a real download,
 -- a terminal) must be tagged ```lua norun.
-local clip = require "clipl"
+local H = require "helpers_env"
 
-local lib_path = assert(os.getenv("CLIPL_LIB"), "run through tests/run_spec (CLIPL_LIB unset)")
-local bin = lib_path:match("^(.*)/[^/]*$") .. "/clipl"
-
-local function abs(path)
-    if path:sub(1, 1) == "/" then
-        return path
-    end
-    return io.popen("pwd"):read("*l") .. "/" .. path
-end
-local root = abs(debug.getinfo(1, "S").source:sub(2)):match("^(.*)/tests/spec/[^/]*$")
-local shared = os.getenv("CLIPL_SHARED") or (root .. "/../shared/clip")
-if not io.open(shared .. "/README.md") then
-    shared = "/work/shared/clip"
-end
-
-local function q(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-local function write(path, text)
-    local f = assert(io.open(path, "wb"))
-    f:write(text)
-    f:close()
-end
+local q, slurp, write, root, shared = H.q, H.slurp, H.write, H.root, H.shared
+local _, bin = H.build()
 
 -- The ```lua blocks of a markdown file: {line =, code =, norun =}.
 local function blocks_of(path)
@@ -69,35 +39,37 @@ local function blocks_of(path)
     return out
 end
 
-local tmp = os.tmpname()
-os.remove(tmp)
+local tmp = H.tmpdir("cache", "work/photos")
 local cache, work = tmp .. "/cache", tmp .. "/work"
-assert(os.execute("mkdir -p " .. q(cache) .. " " .. q(work .. "/photos")) == 0)
 for _, f in ipairs({"CLIP.png", "images/chelsea.png", "images/coins.png",
     "images/grace_hopper.jpg"}) do
     assert(os.execute("cp " .. q(shared .. "/" .. f) .. " " .. q(work .. "/photos/")) == 0)
 end
 assert(os.execute("cp " .. q(shared .. "/CLIP.png") .. " " .. q(work .. "/")) == 0)
-write(tmp .. "/standin.json", [[
-{"embed_dim": 32, "quick_gelu": true,
- "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
- "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-]])
-clip.save_safetensors(cache .. "/ViT-B-32.safetensors",
-    clip.build_model(tmp .. "/standin.json", {seed = 5}):state_dict())
-assert(os.execute("ln -s " .. q(shared .. "/bpe_simple_vocab_16e6.txt.gz") .. " " ..
-    q(cache .. "/")) == 0)
+H.save_tiny_model(cache, 5, "ViT-B-32.safetensors")
 
 local function run_block(name, b)
     local file = string.format("%s/%s_%d.lua", work, name:gsub("%.md$", ""), b.line)
     write(file, "local shared = os.getenv(\"CLIPL_SHARED\")\n" .. table.concat(b.code, "\n") ..
         "\n")
-    local line = string.format("cd %s && env -u CLIPL_VOCAB CLIPL_SHARED=%s CLIPL_CACHE=%s " ..
-        "%s run %s >%s 2>%s; echo $? >%s", q(work), q(shared), q(cache), q(bin), q(file),
-        q(tmp .. "/out"), q(tmp .. "/err"), q(tmp .. "/rc"))
-    os.execute(line)
-    return tonumber((slurp(tmp .. "/rc") or ""):match("%d+")), slurp(tmp .. "/out") or "",
-        slurp(tmp .. "/err") or ""
+    local r = H.capture(tmp, string.format("cd %s && env -u CLIPL_VOCAB CLIPL_SHARED=%s " ..
+        "CLIPL_CACHE=%s %s run %s", q(work), q(shared), q(cache), q(bin), q(file)))
+    return r.code, r.out, r.err
+end
+
+-- The first line where two texts differ: "line N: <a> | <b>", or nil when they are the same.
+local function first_difference(a, b)
+    if a == b then return nil end
+    local la, lb = {}, {}
+    for l in (a .. "\n"):gmatch("([^\n]*)\n") do la[#la + 1] = l end
+    for l in (b .. "\n"):gmatch("([^\n]*)\n") do lb[#lb + 1] = l end
+    for i = 1, math.max(#la, #lb) do
+        if la[i] ~= lb[i] then
+            return string.format("line %d:\n  docs/api.md: %s\n  generated:   %s", i,
+                tostring(la[i]), tostring(lb[i]))
+        end
+    end
+    return "(line ends)"
 end
 
 describe("docs examples", function()
@@ -117,6 +89,15 @@ describe("docs examples", function()
             "howto-embed-search.md", "howto-features.md"}) do
             assert.is_truthy(have:find(n, 1, true), n)
         end
+    end)
+
+    it("have an API reference that is what scripts/gen_api_docs.lua writes now", function()
+        local r = H.capture(tmp, string.format("%s run %s %s", q(bin),
+            q(root .. "/scripts/gen_api_docs.lua"), q(tmp .. "/api.md")))
+        assert.equal(0, r.code, "scripts/gen_api_docs.lua failed:\n" .. r.err)
+        local diff = first_difference(slurp(root .. "/docs/api.md") or "", slurp(tmp .. "/api.md"))
+        assert.is_nil(diff, "docs/api.md is out of date (run `clipl run scripts/gen_api_docs.lua`" ..
+            " and commit docs/api.md); first difference at " .. tostring(diff))
     end)
 
     it("give every entry of the API reference a runnable example", function()

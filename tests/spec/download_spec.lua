@@ -7,27 +7,13 @@ local dl = require "clipl.download"
 local socket = require "socket"
 local cjson = require "cjson"
 
-local root = debug.getinfo(1, "S").source:match("^@(.*)/tests/spec/") or ".."
-local shared = root .. "/../shared/clip"
+local H = require "helpers_env"
+local root, shared = H.root, H.shared
 
 pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);" ..
     "int unsetenv(const char *name);")
 
-local function read(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return nil
-    end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-local function write(path, data)
-    local f = assert(io.open(path, "wb"))
-    f:write(data)
-    f:close()
-end
+local read, write = H.slurp, H.write
 
 local function exists(path)
     return read(path) ~= nil

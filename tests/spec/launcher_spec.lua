@@ -2,49 +2,18 @@
 -- subcommands / errors / arg passing / the REPL over a pipe, and the Lua helpers it ships
 -- (clipl.repl, clipl.help, clipl.cli, clipl.progress). The REPL in a terminal is driven through
 -- tmux by tests/repl_tmux.sh, called at the end.
-local lib_path = assert(os.getenv("CLIPL_LIB"), "run through tests/run_spec (CLIPL_LIB unset)")
-local build = lib_path:match("^(.*)/[^/]*$")
-local bin = build .. "/clipl"
-local function abs(path)
-    if path:sub(1, 1) == "/" then
-        return path
-    end
-    local pwd = io.popen("pwd"):read("*l")
-    return pwd .. "/" .. path
-end
-local here = abs(debug.getinfo(1, "S").source:sub(2)):match("^(.*)/spec/[^/]*$")
-
-local function q(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-local function write(path, text)
-    local f = assert(io.open(path, "wb"))
-    f:write(text)
-    f:close()
-end
-
-local tmp = os.tmpname()
-os.remove(tmp)
-assert(os.execute("mkdir -p " .. q(tmp)) == 0)
+local H = require "helpers_env"
+local q, slurp, write = H.q, H.slurp, H.write
+local build, bin = H.build()
+local here = H.root .. "/tests"
+local tmp = H.tmpdir()
 
 -- Runs a shell command line; returns {out, err, code}. stdin is `input` (or empty).
 local function sh(cmd, input, env)
-    local inf, outf, errf = tmp .. "/in", tmp .. "/out", tmp .. "/err"
+    local inf = tmp .. "/in"
     write(inf, input or "")
-    local line = string.format("cd %s && env CLIPL_HISTORY= %s %s <%s >%s 2>%s; echo $? >%s",
-        q(tmp), env or "", cmd, q(inf), q(outf), q(errf), q(tmp .. "/rc"))
-    os.execute(line)
-    return {out = slurp(outf) or "", err = slurp(errf) or "",
-        code = tonumber((slurp(tmp .. "/rc") or ""):match("%d+"))}
+    return H.capture(tmp, string.format("cd %s && env CLIPL_HISTORY= %s %s <%s", q(tmp), env or "",
+        cmd, q(inf)))
 end
 
 local function clipl(args, input, env)

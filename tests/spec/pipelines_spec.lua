@@ -13,53 +13,17 @@ local clip = require "clipl"
 local cjson = require "cjson"
 local bit = require "bit"
 
-local lib_path = assert(os.getenv("CLIPL_LIB"), "run through tests/run_spec (CLIPL_LIB unset)")
-local build = lib_path:match("^(.*)/[^/]*$")
-local bin = build .. "/clipl"
+local H = require "helpers_env"
+local q, write, root, shared = H.q, H.write, H.root, H.shared
+local _, bin = H.build()
 
-local function abs(path)
-    if path:sub(1, 1) == "/" then
-        return path
-    end
-    return io.popen("pwd"):read("*l") .. "/" .. path
-end
-local root = abs(debug.getinfo(1, "S").source:sub(2)):match("^(.*)/tests/spec/[^/]*$")
-local shared = os.getenv("CLIPL_SHARED") or (root .. "/../shared/clip")
-if not io.open(shared .. "/README.md") then
-    shared = "/work/shared/clip"
-end
-local vocab = shared .. "/bpe_simple_vocab_16e6.txt.gz"
-
-local function q(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-local function write(path, text)
-    local f = assert(io.open(path, "wb"))
-    f:write(text)
-    f:close()
-end
-
-local tmp = os.tmpname()
-os.remove(tmp)
+local tmp = H.tmpdir("imgs", "model")
 local imgs = tmp .. "/imgs"
-assert(os.execute("mkdir -p " .. q(imgs) .. " " .. q(tmp .. "/model")) == 0)
 
 -- Runs a shell command in tmp with the classifier cache inside tmp: {out, err, code}.
 local function sh(cmd)
-    local line = string.format("cd %s && (export CLIPL_CACHE=%s; %s) >%s 2>%s; echo $? >%s", q(tmp),
-        q(tmp .. "/cache"), cmd, q(tmp .. "/out"), q(tmp .. "/err"), q(tmp .. "/rc"))
-    os.execute(line)
-    return {out = slurp(tmp .. "/out") or "", err = slurp(tmp .. "/err") or "",
-        code = tonumber((slurp(tmp .. "/rc") or ""):match("%d+"))}
+    return H.capture(tmp, string.format("cd %s && (export CLIPL_CACHE=%s; %s)", q(tmp),
+        q(tmp .. "/cache"), cmd))
 end
 
 local function clipl(args)
@@ -129,17 +93,8 @@ table.sort(good)
 for i, f in ipairs(good) do good[i] = imgs .. "/" .. f end
 
 -- the model, with its vocabulary beside it
-write(tmp .. "/tiny.json", [[
-{"embed_dim": 32, "quick_gelu": true,
- "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
- "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-]])
 local function save_model(seed, dir)
-    assert(os.execute("mkdir -p " .. q(dir)) == 0)
-    clip.save_safetensors(dir .. "/tiny.safetensors",
-        clip.build_model(tmp .. "/tiny.json", {seed = seed}):state_dict())
-    assert(os.execute("ln -sf " .. q(vocab) .. " " .. q(dir) .. "/") == 0)
-    return dir .. "/tiny.safetensors"
+    return H.save_tiny_model(dir, seed)
 end
 local model_path = save_model(7, tmp .. "/model")
 local labels = {"a cat", "a woman", "a diagram", "red"}

@@ -3,25 +3,8 @@
 -- paths (a tensor op runs), the installed config.lua pointing into the tree, and the installed
 -- `clipl` launcher working without LUA_PATH. It builds libclipl from scratch (a few minutes on two
 -- cores); CLIPL_SKIP_ROCK=1 skips it.
-local function abs(path)
-    if path:sub(1, 1) == "/" then
-        return path
-    end
-    return io.popen("pwd"):read("*l") .. "/" .. path
-end
-local root = abs(debug.getinfo(1, "S").source:sub(2)):match("^(.*)/tests/spec/[^/]*$")
-
-local function q(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local H = require "helpers_env"
+local q, root = H.q, H.root
 
 local tmp = os.tmpname()
 os.remove(tmp)
@@ -29,12 +12,7 @@ os.remove(tmp)
 -- Runs a shell command line with a clean Lua environment (and no sanitizer preload: the rock is a
 -- plain build); returns {out, err, code}.
 local function sh(cmd)
-    local line = string.format(
-        "(unset LUA_PATH LUA_CPATH CLIPL_LIB LD_PRELOAD; %s) >%s 2>%s; echo $? >%s",
-        cmd, q(tmp .. "/out"), q(tmp .. "/err"), q(tmp .. "/rc"))
-    os.execute(line)
-    return {out = slurp(tmp .. "/out") or "", err = slurp(tmp .. "/err") or "",
-        code = tonumber((slurp(tmp .. "/rc") or ""):match("%d+"))}
+    return H.capture(tmp, "(unset LUA_PATH LUA_CPATH CLIPL_LIB LD_PRELOAD; " .. cmd .. ")")
 end
 
 local function have(cmd)

@@ -7,40 +7,15 @@
 -- (doubles) from model:encode_text / model:encode_image of each prompt and image.
 local clip = require "clipl"
 
-local shared = os.getenv("CLIPL_SHARED") or "../../shared/clip"
-if not io.open(shared .. "/README.md") then
-    shared = "/work/shared/clip"
-end
+local H = require "helpers_env"
+local q, write, shared = H.q, H.write, H.shared
 local vocab = shared .. "/bpe_simple_vocab_16e6.txt.gz"
 
-local function q(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local tmp = H.tmpdir("model", "imgs")
 
-local tmp = os.tmpname()
-os.remove(tmp)
-assert(os.execute("mkdir -p " .. q(tmp .. "/model") .. " " .. q(tmp .. "/imgs")) == 0)
-
-local function write(path, text)
-    local f = assert(io.open(path, "wb"))
-    f:write(text)
-    f:close()
-end
-
--- A tiny architecture: 32 px images in 16 px patches, width 64, 2 layers per tower, 49408 tokens.
-local config = tmp .. "/tiny.json"
-write(config, [[
-{"embed_dim": 32, "quick_gelu": true,
- "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
- "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-]])
-
+-- the model: H.TINY_VIT from a seed, with OpenAI's vocabulary beside it
 local function save_model(seed, dir)
-    assert(os.execute("mkdir -p " .. q(dir)) == 0)
-    local m = clip.build_model(config, {seed = seed})
-    clip.save_safetensors(dir .. "/tiny.safetensors", m:state_dict())
-    assert(os.execute("ln -sf " .. q(vocab) .. " " .. q(dir) .. "/") == 0)
-    return dir .. "/tiny.safetensors"
+    return H.save_tiny_model(dir, seed)
 end
 
 local model_path = save_model(1, tmp .. "/model")
