@@ -626,6 +626,19 @@ out:
     return rc;
 }
 
+/* Records an op (rc and *dst from the op) whose backward needs one tensor t, saved in slot i. */
+static int record_saving(const char *name, clipl__bwd_fn fn, int n_in,
+                         const clipl_tensor *const *ins, int i, const clipl_tensor *t,
+                         clipl_tensor **dst, int rc)
+{
+    if (rc || !float_dt((*dst)->dt))
+        return rc;
+    clipl__node *n = clipl__node_new(name, fn, n_in, ins);
+    if (n)
+        rc = clipl__node_save(n, i, t);
+    return clipl__node_finish(n, dst, rc);
+}
+
 /* Records index_select or gather (rc and *dst from the op): the dim and the index are saved. */
 static int record_index_op(const char *name, clipl__bwd_fn fn, const clipl_tensor *src,
                            const clipl_tensor *index, clipl_tensor **dst, int dim, int rc)
@@ -705,13 +718,8 @@ int clipl__ag_embedding(const clipl_tensor *ids, const clipl_tensor *weight, cli
     clipl__grad_off++;
     int rc = clipl_embedding(ids, weight, dst);
     clipl__grad_off--;
-    if (rc || !float_dt((*dst)->dt))
-        return rc;
     const clipl_tensor *ins[2] = {NULL, weight};
-    clipl__node *n = clipl__node_new("embedding", bwd_embedding, 2, ins);
-    if (n)
-        rc = clipl__node_save(n, 0, ids);
-    return clipl__node_finish(n, dst, rc);
+    return record_saving("embedding", bwd_embedding, 2, ins, 0, ids, dst, rc);
 }
 
 static int bwd_masked_fill(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
@@ -731,12 +739,7 @@ int clipl__ag_masked_fill(const clipl_tensor *src, const clipl_tensor *mask, cli
     clipl__grad_off++;
     int rc = clipl_masked_fill(src, mask, dst, value);
     clipl__grad_off--;
-    if (rc || !float_dt((*dst)->dt))
-        return rc;
-    clipl__node *n = clipl__node_new("masked_fill", bwd_masked_fill, 1, &src);
-    if (n)
-        rc = clipl__node_save(n, 1, mask);
-    return clipl__node_finish(n, dst, rc);
+    return record_saving("masked_fill", bwd_masked_fill, 1, &src, 1, mask, dst, rc);
 }
 
 static int bwd_where(clipl__node *n, const clipl_tensor *g, clipl_tensor **gin)
@@ -767,11 +770,6 @@ int clipl__ag_where(const clipl_tensor *cond, const clipl_tensor *a, const clipl
     clipl__grad_off++;
     int rc = clipl_where(cond, a, b, dst);
     clipl__grad_off--;
-    if (rc || !float_dt((*dst)->dt))
-        return rc;
     const clipl_tensor *ins[2] = {a, b};
-    clipl__node *n = clipl__node_new("where", bwd_where, 2, ins);
-    if (n)
-        rc = clipl__node_save(n, 0, cond);
-    return clipl__node_finish(n, dst, rc);
+    return record_saving("where", bwd_where, 2, ins, 0, cond, dst, rc);
 }
