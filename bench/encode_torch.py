@@ -1,24 +1,87 @@
 #!/usr/bin/env python3
 """PyTorch baseline for bench/encode: OpenAI's CLIP architectures (VisionTransformer,
 ModifiedResNet, causal text Transformer; written here from the published architecture, no
-OpenAI code) with seeded random weights, timed the way bench/encode times clipl.
+OpenAI code), timed the way bench/encode times clipl.
 
-Prints one JSON object: {"<model>/<what>/<dtype>/<variant>": seconds per call (median), ...}.
-Variants: eager, and jit (torch.jit.trace + freeze) for f32; bf16 runs eager with Linear/Conv
-weights in bfloat16 and LayerNorm in float32 (as CLIP's convert_weights does for fp16).
+Weights: with --weights-dir DIR, the seeded weights clipl built (DIR/<model>-seed1.safetensors,
+written by bench/encode; '/' in the name becomes '-'), so both sides run the same model;
+otherwise torch's own seeded random weights. Inputs: --images IMGS.npy ([16, 3, R, R] f32; batch b
+uses the first b) or torch.randn.
+
+Prints one JSON object: {"torch", "threads", "blas", "blas_core", "blas_coretype_from",
+"<model>/<what>/<dtype>/<variant>": {"median", "min", "max"} seconds per call, ...}.
+Variants: eager and jit (torch.jit.trace + freeze), in f32 and in bf16 (Linear/Conv/attention
+weights bfloat16, LayerNorm float32, as CLIP's convert_weights does for fp16). With --out-dir DIR
+the f32 eager outputs are saved as DIR/torch-<model>-image16.npy and -text<N>.npy.
+
+OpenBLAS 0.3.21 (Debian 12) does not recognise AMD Zen 4 and falls back to its Prescott (SSE3)
+kernels, about 6x slower than its AVX-512 ones; unless OPENBLAS_CORETYPE is set, this module sets
+it to SkylakeX on a CPU with AVX-512 (F, BW, DQ, VL) before torch is imported. The other PyTorch
+baselines (zeroshot_torch.py, train_torch.py) import this module first for that reason.
 
 usage: encode_torch.py --tokens TOKENS.npy [--repeat N] [--threads T] [--models ViT-B/32,RN50]
+                       [--dtypes f32,bf16] [--batches 1,16] [--no-jit] [--weights-dir DIR]
+                       [--images IMGS.npy] [--out-dir DIR]
 """
 import argparse
+import ctypes
 import json
+import os
 import statistics
+import struct
 import time
 from collections import OrderedDict
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _choose_openblas_core():
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        return "user"
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= _cpu_flags():
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+        return "bench"
+    return "default"
+
+
+OPENBLAS_CORETYPE_FROM = _choose_openblas_core()  # must run before torch loads OpenBLAS
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+def blas_info():
+    """The BLAS torch calls (libblas.so.3, the same loaded instance) and the core it runs."""
+    info = {"blas": "not OpenBLAS", "blas_core": "-", "blas_coretype_from": OPENBLAS_CORETYPE_FROM}
+    try:
+        lib = ctypes.CDLL("libblas.so.3")
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        lib.openblas_get_config.restype = ctypes.c_char_p
+        info["blas"] = lib.openblas_get_config().decode()
+        info["blas_core"] = lib.openblas_get_corename().decode()
+    except (OSError, AttributeError):
+        pass
+    return info
+
+
+def describe_blas():
+    """One line for the benchmarks' output."""
+    i = blas_info()
+    how = {"user": "OPENBLAS_CORETYPE set by the user",
+           "bench": "OPENBLAS_CORETYPE=SkylakeX set by the bench",
+           "default": "OpenBLAS' own detection"}[i["blas_coretype_from"]]
+    return "PyTorch BLAS: %s, core %s (%s)" % (i["blas"], i["blas_core"], how)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -188,6 +251,48 @@ def to_bf16(model):
     return model
 
 
+def slug(name):
+    return name.replace("/", "-")
+
+
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+
+
+def read_safetensors(path):
+    """{name: float32 tensor} of a safetensors file (F32, F16, BF16, I64, I32), read with numpy."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        base = 8 + n
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            a, b = info["data_offsets"]
+            f.seek(base + a)
+            raw = f.read(b - a)
+            if info["dtype"] == "BF16":
+                arr = (np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+            else:
+                arr = np.frombuffer(raw, dtype=SAFETENSORS_DTYPES[info["dtype"]])
+            out[name] = torch.from_numpy(arr.reshape(info["shape"]).astype(np.float32))
+        return out
+
+
+def build(name, weights=None):
+    """(visual, text, resolution) of model NAME in eval mode, with the weights of the safetensors
+    file WEIGHTS (OpenAI's state_dict names, as clipl writes them) or torch's random ones."""
+    visual, res = CONFIGS[name]()
+    text = Text(*TEXT[name])
+    if weights:
+        sd = read_safetensors(weights)
+        visual.load_state_dict({k[len("visual."):]: v for k, v in sd.items()
+                                if k.startswith("visual.")})
+        text.load_state_dict({k: v for k, v in sd.items()
+                              if not k.startswith("visual.") and k != "logit_scale"})
+    return visual.eval(), text.eval(), res
+
+
 def timeit(fn, repeat):
     with torch.no_grad():
         fn()
@@ -199,34 +304,58 @@ def timeit(fn, repeat):
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
+def time_variants(out, key, model, x, a):
+    """out[key/eager] and, unless --no-jit, out[key/jit] (trace + freeze; its error if it fails)."""
+    out[key + "/eager"] = timeit(lambda: model(x), a.repeat)
+    if a.no_jit:
+        return
+    try:
+        with torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(model, x))
+        out[key + "/jit"] = timeit(lambda: traced(x), a.repeat)
+    except Exception as e:  # a baseline that cannot trace is reported, not fatal
+        out[key + "/jit_error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", required=True)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="ViT-B/32,RN50")
+    ap.add_argument("--dtypes", default="f32,bf16")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--no-jit", action="store_true")
+    ap.add_argument("--weights-dir")
+    ap.add_argument("--images")
+    ap.add_argument("--out-dir")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
     tokens = torch.from_numpy(np.load(a.tokens).astype(np.int64))
+    images = torch.from_numpy(np.load(a.images)) if a.images else None
     out = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    out.update(blas_info())
     for name in a.models.split(","):
-        for dtype in ("f32", "bf16"):
-            visual, res = CONFIGS[name]()
-            text = Text(*TEXT[name])
-            visual.eval(), text.eval()
+        weights = a.weights_dir and os.path.join(a.weights_dir, slug(name) + "-seed1.safetensors")
+        if weights and not os.path.exists(weights):
+            weights = None
+        out[name + "/weights"] = weights or "torch.manual_seed(0)"
+        for dtype in a.dtypes.split(","):
+            torch.manual_seed(0)
+            visual, text, res = build(name, weights)
             if dtype == "bf16":
                 to_bf16(visual), to_bf16(text)
             for b in (int(x) for x in a.batches.split(",")):
-                imgs = torch.randn(b, 3, res, res)
-                out[f"{name}/image{b}/{dtype}/eager"] = timeit(lambda: visual(imgs), a.repeat)
-                if dtype == "f32" and not a.no_jit:
-                    with torch.no_grad():
-                        traced = torch.jit.freeze(torch.jit.trace(visual, imgs))
-                    out[f"{name}/image{b}/{dtype}/jit"] = timeit(lambda: traced(imgs), a.repeat)
-            out[f"{name}/text{tokens.shape[0]}/{dtype}/eager"] = timeit(lambda: text(tokens), a.repeat)
+                ok = images is not None and images.shape[0] >= b and images.shape[-1] == res
+                imgs = images[:b] if ok else torch.randn(b, 3, res, res)
+                time_variants(out, f"{name}/image{b}/{dtype}", visual, imgs, a)
+            time_variants(out, f"{name}/text{tokens.shape[0]}/{dtype}", text, tokens, a)
+            if dtype == "f32" and a.out_dir and images is not None:
+                with torch.no_grad():
+                    for what, y in (("image%d" % images.shape[0], visual(images)),
+                                    ("text%d" % tokens.shape[0], text(tokens))):
+                        np.save(os.path.join(a.out_dir, f"torch-{slug(name)}-{what}.npy"),
+                                y.float().numpy())
     print(json.dumps(out))
 
 
