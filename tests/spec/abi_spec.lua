@@ -6,12 +6,7 @@ local clip = require "clipl"
 local root = debug.getinfo(1, "S").source:match("^@(.*)/tests/spec/") or ".."
 local build = os.getenv("CLIPL_LIB"):match("^(.*)/[^/]+$")
 
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read = require("helpers_env").read
 
 describe("the FFI boundary", function()
     it("the cdef is the header with preprocessor lines and CLIPL_API removed", function()

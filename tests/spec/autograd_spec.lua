@@ -13,12 +13,10 @@ local cjson = require "cjson"
 -- one thread: many tiny ops, where OpenMP barriers on a shared machine cost more than the work
 clip.set_num_threads(1)
 
+local H = require "helpers_env"
+
 local function golden()
-    local dir = debug.getinfo(1, "S").source:sub(2):match("(.*/)") or "./"
-    local f = assert(io.open(dir .. "../data/autograd_golden.json", "rb"))
-    local g = cjson.decode(f:read("*a"))
-    f:close()
-    return g
+    return cjson.decode(H.read(H.root .. "/tests/data/autograd_golden.json"))
 end
 
 local function from(list, shape)

@@ -7,12 +7,8 @@ local cjson = require "cjson"
 
 local GOLDEN = "../../shared/clip/"
 
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local H = require "helpers_env"
+local read = H.read
 
 local function tmp(suffix)
     local p = os.tmpname()
@@ -20,12 +16,7 @@ local function tmp(suffix)
     return p .. suffix
 end
 
--- the message of the error fn(...) raises (and that it raises)
-local function err_of(fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok)
-    return tostring(err)
-end
+local err_of = H.err_of -- the message of the error fn(...) raises (and that it raises)
 
 describe("clip.bpe", function()
     local captions = select(2, clip.shapes.batch(300, {seed = 1, raw = true, two = 0.3}))

@@ -6,12 +6,7 @@ local ffi = require "ffi"
 local GOLDEN = "../../shared/clip/"
 local STD = {0.26862954, 0.26130258, 0.27577711}
 
-local function read_file(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read_file = require("helpers_env").read
 
 -- float32 values of a little-endian v1.0 .npy file, as a cdata array, and the count
 local function read_npy(path)

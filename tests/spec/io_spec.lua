@@ -10,18 +10,8 @@ local function tmp(name)
     return tmpdir .. "/" .. name
 end
 
-local function read_file(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-
-local function write_file(path, s)
-    local f = assert(io.open(path, "wb"))
-    f:write(s)
-    f:close()
-end
+local H = require "helpers_env"
+local read_file, write_file = H.read, H.write
 
 local function count(t)
     local n = 0
