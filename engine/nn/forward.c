@@ -318,30 +318,11 @@ static int to_compute(const clipl_model *m, clipl_tensor *x, clipl_tensor **dst)
     return CLIPL_OK;
 }
 
-/* Layer norm of x [.., W] (f32) with parameters (indices), in the compute dtype. */
+/* Layer norm of x [.., W] (f32, contiguous) with parameters (indices), in the compute dtype. */
 static int ln_compute(const clipl_model *m, const clipl_tensor *x, int iw, int ib,
                       clipl_tensor **dst)
 {
-    clipl_tensor *h = NULL;
-    int rc = clipl_layer_norm(x, 1, nn_p(m, iw), nn_p(m, ib), &h, LN_EPS, NULL, NULL);
-    if (!rc)
-        rc = to_compute(m, h, dst);
-    clipl_tensor_release(h);
-    return rc;
-}
-
-/* The additive causal mask [T, T]: -inf above the diagonal. */
-static clipl_tensor *causal_mask(int64_t t)
-{
-    int64_t shape[2] = {t, t};
-    clipl_tensor *mask = clipl_tensor_empty(CLIPL_F32, 2, shape);
-    if (!mask)
-        return NULL;
-    float *p = mask->ptr;
-    for (int64_t i = 0; i < t; i++)
-        for (int64_t j = 0; j < t; j++)
-            p[i * t + j] = j > i ? -INFINITY : 0.0f;
-    return mask;
+    return clipl__layer_norm_rows(x, nn_p(m, iw), nn_p(m, ib), LN_EPS, m->dtype, dst);
 }
 
 /* Splits [N, T, 3W] (or [N, T, W] when parts = 1) into heads: part p -> [N, H, T, Dh] view. */
@@ -376,31 +357,19 @@ static int merge_heads(const clipl_tensor *a, clipl_tensor **dst)
     return rc;
 }
 
-/* One residual attention block, in place on x [N, T, W] (f32, owned, contiguous). */
+/* One residual attention block, in place on x [N, T, W] (f32, owned, contiguous); causal for the
+ * text tower. */
 static int block_run(const clipl_model *m, const nn_block *b, int heads, clipl_tensor *x,
-                     const clipl_tensor *mask)
+                     int causal)
 {
-    clipl_tensor *h = NULL, *qkv = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *am = NULL,
-                 *r = NULL;
+    clipl_tensor *h = NULL, *qkv = NULL, *a = NULL, *am = NULL, *r = NULL;
     int rc = ln_compute(m, x, b->ln1_w, b->ln1_b, &h);
     if (!rc)
         rc = lin(&b->in_proj, h, &qkv, CLIPL_ACT_NONE, NULL);
     REL(h);
     if (!rc)
-        rc = heads_view(qkv, 3, 0, heads, &q);
-    if (!rc)
-        rc = heads_view(qkv, 3, 1, heads, &k);
-    if (!rc)
-        rc = heads_view(qkv, 3, 2, heads, &v);
-    if (!rc)
-        rc = clipl_attention(q, k, v, mask, &a, 0, NULL);
-    REL(q);
-    REL(k);
-    REL(v);
+        rc = clipl__attention_qkv(qkv, heads, causal, &am);
     REL(qkv);
-    if (!rc)
-        rc = merge_heads(a, &am);
-    REL(a);
     if (!rc)
         rc = lin(&b->out_proj, am, &r, CLIPL_ACT_NONE, x);
     REL(am);
@@ -710,7 +679,7 @@ static int encode_image(const clipl_model *m, const clipl_tensor *images, int nf
             break;
         }
         if (m->cfg.vision_kind == CLIPL_VISION_VIT) {
-            rc = block_run(m, &m->vblocks[i], m->cfg.vision_heads, x, NULL);
+            rc = block_run(m, &m->vblocks[i], m->cfg.vision_heads, x, 0);
         } else {
             rc = bottleneck(&m->rblocks[i], x, &y);
             clipl_tensor_release(x);
@@ -855,20 +824,17 @@ done:
 static int text_run(const clipl_model *m, const clipl_tensor *tokens, int64_t t, clipl_tensor **dst,
                     const char *op)
 {
-    clipl_tensor *x = NULL, *mask = causal_mask(t);
-    if (!mask)
-        return clipl_errcode();
+    clipl_tensor *x = NULL;
     int rc = text_embed(m, tokens, t, &x, op);
     for (int i = 0; i < m->cfg.transformer_layers && !rc; i++) {
         if (clipl__should_stop())
             rc = clipl__err(CLIPL_EINTERRUPTED, "%s: interrupted", op);
         else
-            rc = block_run(m, &m->tblocks[i], m->cfg.transformer_heads, x, mask);
+            rc = block_run(m, &m->tblocks[i], m->cfg.transformer_heads, x, 1);
     }
     if (!rc)
         rc = text_head(m, x, tokens, dst, op);
     clipl_tensor_release(x);
-    clipl_tensor_release(mask);
     return rc;
 }
 
@@ -1121,15 +1087,12 @@ int clipl_model_block_forward(const clipl_model *m, int tower, int i, const clip
     if (src->ndim != 3 || src->shape[2] != w || src->shape[0] < 1 || src->shape[1] < 1)
         return clipl__err(CLIPL_ESHAPE, "%s: a %s block takes [N, T, %lld], got [%s]", op,
                           tower ? "text" : "visual", (long long)w, clipl__tshape(b, sizeof b, src));
-    clipl_tensor *x = NULL, *mask = NULL;
+    clipl_tensor *x = NULL;
     rc = owned_f32(src, &x);
-    if (!rc && tower == CLIPL_TOWER_TEXT && !(mask = causal_mask(src->shape[1])))
-        rc = clipl_errcode();
     if (!rc)
         rc = tower == CLIPL_TOWER_TEXT
-                 ? block_run(m, &m->tblocks[i], m->cfg.transformer_heads, x, mask)
-                 : block_run(m, &m->vblocks[i], m->cfg.vision_heads, x, NULL);
-    clipl_tensor_release(mask);
+                 ? block_run(m, &m->tblocks[i], m->cfg.transformer_heads, x, 1)
+                 : block_run(m, &m->vblocks[i], m->cfg.vision_heads, x, 0);
     if (rc)
         clipl_tensor_release(x);
     else

@@ -84,6 +84,17 @@ struct clipl_model {
     nn_linear txt_proj;
 };
 
+/* Multi-head attention of a packed qkv [N, T, 3W] (contiguous, f32 or bf16: q, k, v side by side,
+ * each W = heads x Dh) with scale 1/sqrt(Dh), causal (row i sees columns <= i) or not. dst: new
+ * [N, T, W] in qkv's dtype, the heads merged. Inference only (no autograd). engine/ops/attention.c.
+ */
+int clipl__attention_qkv(const clipl_tensor *qkv, int heads, int causal, clipl_tensor **dst);
+
+/* Layer norm of the rows of x [..., W] (contiguous f32) with weight and bias [W] (contiguous
+ * f32), written in dtype (f32 or bf16) in the same pass. dst: new reference. engine/ops/norm.c. */
+int clipl__layer_norm_rows(const clipl_tensor *x, const clipl_tensor *weight,
+                           const clipl_tensor *bias, double eps, int dtype, clipl_tensor **dst);
+
 /* Parameter i of the model (borrowed). */
 static inline clipl_tensor *nn_p(const clipl_model *m, int i) { return m->p[i].t; }
 

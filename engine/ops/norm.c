@@ -1,9 +1,10 @@
 /*
  * norm.c - layer norm and batch norm (inference) on oneDNN, and folding a batch norm into the
- * convolution before it.
+ * convolution before it; a row-wise layer norm that also converts to the compute dtype.
  */
 #include "../autograd/autograd.h"
 #include "dnnl_util.h"
+#include "plain.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -313,4 +314,67 @@ fail:
     clipl_tensor_release(wo);
     clipl_tensor_release(bo);
     return rc;
+}
+
+/* ---- layer norm over rows for the encoders ------------------------------------------------------
+ * The residual stream is f32 and the matmul after each layer norm wants the compute dtype: one
+ * pass per row normalises and converts (oneDNN 2.6's layer norm needs src and dst of one dtype,
+ * so the bf16 path otherwise paid a second pass over the activations). */
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+ln_row(const float *x, const float *w, const float *b, int64_t n, float eps, void *dst, int bf16)
+{
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; i++)
+        sum += x[i];
+    const float mean = sum / (float)n;
+    float ss = 0;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = 0; i < n; i++)
+        ss += (x[i] - mean) * (x[i] - mean);
+    const float rstd = 1.0f / sqrtf(ss / (float)n + eps);
+    if (bf16) {
+        uint16_t *o = dst;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++)
+            o[i] = plain_f32_to_bf16((x[i] - mean) * rstd * w[i] + b[i]);
+    } else {
+        float *o = dst;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++)
+            o[i] = (x[i] - mean) * rstd * w[i] + b[i];
+    }
+}
+
+int clipl__layer_norm_rows(const clipl_tensor *x, const clipl_tensor *weight,
+                           const clipl_tensor *bias, double eps, int dtype, clipl_tensor **dst)
+{
+    const char *op = "layer_norm_rows";
+    char s1[96], s2[96];
+    if (!x || !weight || !bias || x->dt != CLIPL_F32 || weight->dt != CLIPL_F32 ||
+        bias->dt != CLIPL_F32 || x->ndim < 1 || !clipl_tensor_is_contiguous(x) ||
+        !clipl_tensor_is_contiguous(weight) || !clipl_tensor_is_contiguous(bias) ||
+        clipl_tensor_numel(weight) != x->shape[x->ndim - 1] ||
+        clipl_tensor_numel(bias) != x->shape[x->ndim - 1])
+        return clipl__err(CLIPL_EINVAL,
+                          "%s: x [..., W], weight [W] and bias [W] must be contiguous f32, got "
+                          "x [%s], weight [%s]",
+                          op, x ? clipl__tshape(s1, sizeof s1, x) : "NULL",
+                          weight ? clipl__tshape(s2, sizeof s2, weight) : "NULL");
+    if (dtype != CLIPL_F32 && dtype != CLIPL_BF16)
+        return clipl__err(CLIPL_EINVAL, "%s: dtype must be f32 or bf16, got %s", op,
+                          clipl_dtype_name(dtype));
+    clipl_tensor *out = clipl_tensor_empty(dtype, x->ndim, x->shape);
+    if (!out)
+        return clipl_errcode();
+    const int64_t n = x->shape[x->ndim - 1], rows = n ? clipl_tensor_numel(x) / n : 0;
+    const size_t esize = (size_t)clipl_dtype_size(dtype);
+    const float *xp = x->ptr, *wp = weight->ptr, *bp = bias->ptr;
+    char *o = out->ptr;
+#pragma omp parallel for schedule(static) if (rows * n > 32768)
+    for (int64_t r = 0; r < rows; r++)
+        ln_row(xp + r * n, wp, bp, n, (float)eps, o + (size_t)(r * n) * esize, dtype == CLIPL_BF16);
+    *dst = out;
+    return CLIPL_OK;
 }

@@ -9,6 +9,7 @@
  *     rounded to bf16 before the reference reads them, so only the rounding of the output (and of
  *     intermediates such as the attention probabilities) remains: a few 2^-9, i.e. < 1e-2.
  */
+#include "../../engine/nn/nn.h"
 #include "check.h"
 
 #include <math.h>
@@ -777,6 +778,84 @@ static void test_attention(int dt)
         clipl_tensor_release(objs[i]);
 }
 
+/* The encoders' row-wise layer norm (f32 in, f32 or bf16 out) against a double reference: two
+ * passes in f32 over 37 values, so f32 accuracy (F32_TOL); bf16 adds the output rounding. */
+static void test_layer_norm_rows(int dt)
+{
+    int64_t R = 6, W = 37;
+    clipl_tensor *x = RND(CLIPL_F32, R, W), *w = RND(CLIPL_F32, W), *b = RND(CLIPL_F32, W);
+    double *X = dbl(x), *Wt = dbl(w), *B = dbl(b), *out = malloc(sizeof(double) * (size_t)(R * W));
+    for (int64_t r = 0; r < R; r++) {
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < W; i++)
+            mean += X[r * W + i] / (double)W;
+        for (int64_t i = 0; i < W; i++)
+            var += (X[r * W + i] - mean) * (X[r * W + i] - mean) / (double)W;
+        for (int64_t i = 0; i < W; i++)
+            out[r * W + i] = (X[r * W + i] - mean) / sqrt(var + 1e-5) * Wt[i] + B[i];
+    }
+    clipl_tensor *e = ref_tensor(out, 2, (int64_t[]){R, W}), *y = NULL;
+    CHECK_OK(clipl__layer_norm_rows(x, w, b, 1e-5, dt, &y));
+    CHECK(y && y->dt == dt);
+    CHECK_CLOSE(y, e, tol_for(dt), "layer_norm_rows");
+    clipl_tensor_release(y);
+    CHECK_ERR(clipl__layer_norm_rows(x, b, w, 1e-5, CLIPL_I32, &y), CLIPL_EINVAL,
+              "layer_norm_rows: dtype must be f32 or bf16");
+    free(X), free(Wt), free(B);
+    clipl_tensor_release(e);
+    clipl_tensor *objs[] = {x, w, b};
+    for (size_t i = 0; i < 3; i++)
+        clipl_tensor_release(objs[i]);
+}
+
+/* The encoders' fused attention over a packed qkv [N, T, 3W] against a double reference computed
+ * here (tolerances as for clipl_attention: its softmax and sums run in f32 from the same inputs;
+ * bf16 adds only the rounding of the output). T = 19 and Dh = 20 leave vector remainders. */
+static void test_attention_qkv(int dt)
+{
+    int64_t N = 2, T = 19, H = 3, Dh = 20, W = H * Dh;
+    clipl_tensor *qkv = RND(dt, N, T, 3 * W);
+    double *X = dbl(qkv), scale = 1 / sqrt((double)Dh);
+    for (int causal = 0; causal < 2; causal++) {
+        double *out = malloc(sizeof(double) * (size_t)(N * T * W));
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t i = 0; i < T; i++) {
+                    double sc[32], mx = -INFINITY, sum = 0;
+                    int64_t jn = causal ? i + 1 : T;
+                    for (int64_t j = 0; j < jn; j++) {
+                        double d = 0;
+                        for (int64_t e = 0; e < Dh; e++)
+                            d += X[(n * T + i) * 3 * W + h * Dh + e] *
+                                 X[(n * T + j) * 3 * W + W + h * Dh + e];
+                        sc[j] = d * scale;
+                        mx = fmax(mx, sc[j]);
+                    }
+                    for (int64_t j = 0; j < jn; j++)
+                        sum += exp(sc[j] - mx);
+                    for (int64_t e = 0; e < Dh; e++) {
+                        double o = 0;
+                        for (int64_t j = 0; j < jn; j++)
+                            o +=
+                                exp(sc[j] - mx) / sum * X[(n * T + j) * 3 * W + 2 * W + h * Dh + e];
+                        out[(n * T + i) * W + h * Dh + e] = o;
+                    }
+                }
+        clipl_tensor *e = ref_tensor(out, 3, (int64_t[]){N, T, W}), *y = NULL;
+        CHECK_OK(clipl__attention_qkv(qkv, H, causal, &y));
+        CHECK(y && y->dt == dt);
+        CHECK_CLOSE(y, e, tol_for(dt), causal ? "attention_qkv causal" : "attention_qkv");
+        clipl_tensor_release(e);
+        clipl_tensor_release(y);
+    }
+    free(X);
+    clipl_tensor *y = NULL, *odd = RND(dt, N, T, 3 * W + 3);
+    CHECK_ERR(clipl__attention_qkv(odd, H, 0, &y), CLIPL_ESHAPE,
+              "attention_qkv: qkv must be contiguous [N, T, 3W] with W a multiple of 3 heads");
+    clipl_tensor_release(odd);
+    clipl_tensor_release(qkv);
+}
+
 static void test_cache(void)
 {
     clipl_tensor *a = RND(CLIPL_F32, 3, 11), *b = RND(CLIPL_F32, 11, 2), *y = NULL;
@@ -885,6 +964,8 @@ int main(void)
         test_batch_norm(dts[i]);
         test_pool(dts[i]);
         test_attention(dts[i]);
+        test_attention_qkv(dts[i]);
+        test_layer_norm_rows(dts[i]);
     }
     test_matmul_errors();
     test_empty();
