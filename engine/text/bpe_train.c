@@ -326,16 +326,11 @@ int clipl_bpe_trainer_add(clipl_bpe_trainer *b, const char *text, size_t len, in
     if (b->learned)
         return clipl__err(CLIPL_EINVAL,
                           "bpe_trainer_add: merges were already learned; add text before learn");
-    size_t bad = clipl__utf8_check(text, len);
-    if (bad != len)
-        return clipl__err(CLIPL_EINVAL,
-                          "bpe_trainer_add: invalid UTF-8 at byte offset %zu (byte 0x%02x)", bad,
-                          (unsigned char)text[bad]);
     char *clean = NULL;
     size_t clen = 0;
-    if (clipl__text_clean(text ? text : "", len, &clean, &clen))
-        return clipl__err_prefix("bpe_trainer_add");
-    int rc = CLIPL_OK;
+    int rc = clipl__text_clean_input("bpe_trainer_add", text, len, &clean, &clen);
+    if (rc)
+        return rc;
     size_t pos = 0;
     while (pos < clen) {
         int r = pcre2_match(b->re, (PCRE2_SPTR)clean, clen, pos, PCRE2_NO_UTF_CHECK, b->md, NULL);

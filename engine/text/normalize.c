@@ -139,18 +139,27 @@ int clipl__utf8_decode_replace(const char *bytes, size_t len, char **out, size_t
 
 /* ---- code point arrays ---------------------------------------------------------------------- */
 
+void *clipl__grow(void *p, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    if (need <= *cap)
+        return p;
+    size_t c = *cap ? *cap : first;
+    while (c < need)
+        c *= 2;
+    void *np = realloc(p, c * elem);
+    if (np)
+        *cap = c;
+    return np;
+}
+
 static int cps_reserve(clipl__cps *a, size_t extra)
 {
     if (a->n + extra <= a->cap)
         return CLIPL_OK;
-    size_t cap = a->cap ? a->cap : 64;
-    while (cap < a->n + extra)
-        cap *= 2;
-    uint32_t *p = realloc(a->p, cap * sizeof *p);
+    uint32_t *p = clipl__grow(a->p, &a->cap, a->n + extra, sizeof *p, 64);
     if (!p)
-        return clipl__err(CLIPL_ENOMEM, "tokenizer: out of memory (%zu code points)", cap);
+        return clipl__err(CLIPL_ENOMEM, "tokenizer: out of memory (%zu code points)", a->n + extra);
     a->p = p;
-    a->cap = cap;
     return CLIPL_OK;
 }
 
@@ -562,4 +571,16 @@ done:
     free(a.p);
     free(b.p);
     return rc;
+}
+
+int clipl__text_clean_input(const char *op, const char *text, size_t len, char **out,
+                            size_t *out_len)
+{
+    size_t bad = clipl__utf8_check(text, len);
+    if (bad != len)
+        return clipl__err(CLIPL_EINVAL, "%s: invalid UTF-8 at byte offset %zu (byte 0x%02x)", op,
+                          bad, (unsigned char)text[bad]);
+    if (clipl__text_clean(text ? text : "", len, out, out_len))
+        return clipl__err_prefix("%s", op);
+    return CLIPL_OK;
 }

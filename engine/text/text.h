@@ -15,6 +15,11 @@ typedef struct clipl__cps {
     size_t n, cap;
 } clipl__cps;
 
+/* Makes room for need items of elem bytes in p (malloc'ed, room for *cap items; may be NULL):
+ * the capacity starts at first and doubles. Returns the new array with *cap updated, or NULL
+ * when realloc fails (p and *cap are left as they were). Records no error. */
+void *clipl__grow(void *p, size_t *cap, size_t need, size_t elem, size_t first);
+
 /* Index of the first byte of text that starts an ill-formed UTF-8 sequence (Unicode table 3-7:
  * no overlongs, no surrogates, nothing past U+10FFFF), or len when the text is well-formed. */
 size_t clipl__utf8_check(const char *text, size_t len);
@@ -29,6 +34,10 @@ int clipl__utf8_decode_replace(const char *bytes, size_t len, char **out, size_t
  * " ", str.strip, str.lower. text must be well-formed UTF-8. *out is malloc'ed, NUL-terminated.
  * Returns CLIPL_OK or an error (already recorded). */
 int clipl__text_clean(const char *text, size_t len, char **out, size_t *out_len);
+/* clipl__text_clean of user input (text may be NULL when len is 0): ill-formed UTF-8 is an
+ * EINVAL naming its byte offset; every error message starts with "op: ". */
+int clipl__text_clean_input(const char *op, const char *text, size_t len, char **out,
+                            size_t *out_len);
 
 /* OpenAI's pre-tokenizer regex (tokenizer.c), for PCRE2 with PCRE2_UTF | PCRE2_UCP |
  * PCRE2_CASELESS; shared with the BPE trainer so that both split text the same way. */

@@ -637,14 +637,10 @@ static int ivec_reserve(ivec *v, size_t extra)
 {
     if (v->n + extra <= v->cap)
         return CLIPL_OK;
-    size_t cap = v->cap ? v->cap : 64;
-    while (cap < v->n + extra)
-        cap *= 2;
-    int32_t *p = realloc(v->p, cap * sizeof *p);
+    int32_t *p = clipl__grow(v->p, &v->cap, v->n + extra, sizeof *p, 64);
     if (!p)
-        return clipl__err(CLIPL_ENOMEM, "tokenizer: out of memory (%zu ids)", cap);
+        return clipl__err(CLIPL_ENOMEM, "tokenizer: out of memory (%zu ids)", v->n + extra);
     v->p = p;
-    v->cap = cap;
     return CLIPL_OK;
 }
 
@@ -681,19 +677,6 @@ static int cache_get(clipl_tokenizer *t, uint64_t h, const char *key, size_t n, 
     }
 }
 
-static void *grow(void *p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return p;
-    size_t c = *cap ? *cap : 4096;
-    while (c < need)
-        c *= 2;
-    void *np = realloc(p, c * elem);
-    if (np)
-        *cap = c;
-    return np;
-}
-
 /* Adds key -> ids. Best effort: a failed allocation only means no caching. Caller holds the
  * lock. */
 static void cache_put(clipl_tokenizer *t, uint64_t h, const char *key, size_t n, const int32_t *ids,
@@ -723,11 +706,11 @@ static void cache_put(clipl_tokenizer *t, uint64_t h, const char *key, size_t n,
         t->cache = nc;
         t->cache_mask = cap - 1;
     }
-    char *nk = grow(t->ckeys, &t->ckeys_cap, t->ckeys_len + n, 1);
+    char *nk = clipl__grow(t->ckeys, &t->ckeys_cap, t->ckeys_len + n, 1, 4096);
     if (!nk)
         return;
     t->ckeys = nk;
-    int32_t *ni = grow(t->cids, &t->cids_cap, t->cids_len + n_ids, sizeof(int32_t));
+    int32_t *ni = clipl__grow(t->cids, &t->cids_cap, t->cids_len + n_ids, sizeof(int32_t), 4096);
     if (!ni)
         return;
     t->cids = ni;
@@ -971,16 +954,12 @@ static int encode(clipl_tokenizer *t, const char *text, size_t len, ivec *out, c
         return clipl__err(CLIPL_EINVAL, "%s: tokenizer is NULL", op);
     if (!text && len > 0)
         return clipl__err(CLIPL_EINVAL, "%s: text is NULL", op);
-    size_t bad = clipl__utf8_check(text, len);
-    if (bad != len)
-        return clipl__err(CLIPL_EINVAL, "%s: invalid UTF-8 at byte offset %zu (byte 0x%02x)", op,
-                          bad, (unsigned char)text[bad]);
     char *clean = NULL;
     size_t clen = 0;
     pcre2_match_data *md = NULL;
-    int rc = clipl__text_clean(text ? text : "", len, &clean, &clen);
+    int rc = clipl__text_clean_input(op, text, len, &clean, &clen);
     if (rc)
-        return clipl__err_prefix("%s", op);
+        return rc;
     md = pcre2_match_data_create_from_pattern(t->re, NULL);
     if (!md) {
         rc = clipl__err(CLIPL_ENOMEM, "%s: out of memory", op);
@@ -1124,15 +1103,11 @@ int clipl_tokenizer_clean(const clipl_tokenizer *tok, const char *text, size_t l
     *out_len = 0;
     if (!text && len > 0)
         return clipl__err(CLIPL_EINVAL, "tokenizer_clean: text is NULL");
-    size_t bad = clipl__utf8_check(text, len);
-    if (bad != len)
-        return clipl__err(CLIPL_EINVAL,
-                          "tokenizer_clean: invalid UTF-8 at byte offset %zu (byte 0x%02x)", bad,
-                          (unsigned char)text[bad]);
     char *clean = NULL;
     size_t clen = 0;
-    if (clipl__text_clean(text ? text : "", len, &clean, &clen))
-        return clipl__err_prefix("tokenizer_clean");
+    int rc = clipl__text_clean_input("tokenizer_clean", text, len, &clean, &clen);
+    if (rc)
+        return rc;
     put_out(clean, clen, out, cap, out_len);
     free(clean);
     return CLIPL_OK;
