@@ -84,11 +84,23 @@ static int check_float(const clipl_tensor *t, const char *op)
     return rc ? rc : clipl__ag_inplace(op, t, NULL);
 }
 
+/* One draw: uniform in [a, b), or (normal) Gaussian with mean a and standard deviation b. */
+static double draw(clipl_generator *g, bool normal, double a, double b)
+{
+    if (!normal)
+        return a + (b - a) * next_double(g);
+    double u1 = 1.0 - next_double(g); /* (0, 1] so log is finite */
+    double u2 = next_double(g);
+    double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+    return a + b * z;
+}
+
 /* Values are drawn in row-major logical order so that a view and a contiguous tensor of the same
  * shape get the same numbers. */
-int clipl_tensor_uniform_(clipl_tensor *dst, clipl_generator *g, double lo, double hi)
+static int fill_random(clipl_tensor *dst, clipl_generator *g, const char *op, bool normal, double a,
+                       double b)
 {
-    int rc = check_float(dst, "uniform");
+    int rc = check_float(dst, op);
     if (rc)
         return rc;
     if (clipl_tensor_numel(dst) == 0)
@@ -98,29 +110,17 @@ int clipl_tensor_uniform_(clipl_tensor *dst, clipl_generator *g, double lo, doub
     clipl__iter_init(&it, dst->ndim, dst->shape, 1, ts);
     do {
         for (int64_t i = 0; i < it.inner; i++)
-            clipl__store(it.ptr[0] + i * it.inner_stride[0], dst->dt,
-                         lo + (hi - lo) * next_double(g));
+            clipl__store(it.ptr[0] + i * it.inner_stride[0], dst->dt, draw(g, normal, a, b));
     } while (clipl__iter_next_outer(&it));
     return CLIPL_OK;
 }
 
+int clipl_tensor_uniform_(clipl_tensor *dst, clipl_generator *g, double lo, double hi)
+{
+    return fill_random(dst, g, "uniform", false, lo, hi);
+}
+
 int clipl_tensor_normal_(clipl_tensor *dst, clipl_generator *g, double mean, double std)
 {
-    int rc = check_float(dst, "normal");
-    if (rc)
-        return rc;
-    if (clipl_tensor_numel(dst) == 0)
-        return CLIPL_OK;
-    const clipl_tensor *ts[1] = {dst};
-    clipl__iter it;
-    clipl__iter_init(&it, dst->ndim, dst->shape, 1, ts);
-    do {
-        for (int64_t i = 0; i < it.inner; i++) {
-            double u1 = 1.0 - next_double(g); /* (0, 1] so log is finite */
-            double u2 = next_double(g);
-            double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-            clipl__store(it.ptr[0] + i * it.inner_stride[0], dst->dt, mean + std * z);
-        }
-    } while (clipl__iter_next_outer(&it));
-    return CLIPL_OK;
+    return fill_random(dst, g, "normal", true, mean, std);
 }
