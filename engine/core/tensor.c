@@ -787,11 +787,10 @@ int clipl_tensor_fill_(clipl_tensor *dst, double value)
     return CLIPL_OK;
 }
 
-int clipl_tensor_clone(const clipl_tensor *t, clipl_tensor **dst)
+/* *dst = a new contiguous tensor of dtype holding t's values (clone and to). */
+static int copy_as(const clipl_tensor *t, int dtype, clipl_tensor **dst)
 {
-    if (CLIPL__AG_ON1(t))
-        return clipl__ag_view_op(CLIPL__V_CLONE, t, dst, 0, NULL);
-    clipl_tensor *c = clipl_tensor_empty(t->dt, t->ndim, t->shape);
+    clipl_tensor *c = clipl_tensor_empty(dtype, t->ndim, t->shape);
     if (!c)
         return clipl_errcode();
     int rc = clipl_tensor_copy_(c, t);
@@ -801,6 +800,13 @@ int clipl_tensor_clone(const clipl_tensor *t, clipl_tensor **dst)
     }
     *dst = c;
     return CLIPL_OK;
+}
+
+int clipl_tensor_clone(const clipl_tensor *t, clipl_tensor **dst)
+{
+    if (CLIPL__AG_ON1(t))
+        return clipl__ag_view_op(CLIPL__V_CLONE, t, dst, 0, NULL);
+    return copy_as(t, t->dt, dst);
 }
 
 int clipl_tensor_contiguous(const clipl_tensor *t, clipl_tensor **dst)
@@ -820,16 +826,7 @@ int clipl_tensor_to(const clipl_tensor *t, clipl_tensor **dst, int dtype)
         return clipl__ag_view_op(CLIPL__V_TO, t, dst, 1, (int64_t[]){dtype});
     if (!valid_dtype(dtype))
         return clipl__err(CLIPL_EINVAL, "to: unknown dtype %d", dtype);
-    clipl_tensor *c = clipl_tensor_empty(dtype, t->ndim, t->shape);
-    if (!c)
-        return clipl_errcode();
-    int rc = clipl_tensor_copy_(c, t);
-    if (rc) {
-        clipl_tensor_release(c);
-        return rc;
-    }
-    *dst = c;
-    return CLIPL_OK;
+    return copy_as(t, dtype, dst);
 }
 
 /* ---- element access ---- */
