@@ -301,7 +301,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
     if (flags & CLIPL_IMAGE_AUTOROTATE) {
         if (vips_autorot(in, &rot, NULL) != 0) {
             vips_fail(CLIPL_EIMAGE, "cannot apply the EXIF orientation of", name);
-            goto fail;
+            goto out;
         }
         in = rot;
         w = vips_image_get_width(in);
@@ -314,7 +314,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
         VipsImage *c2 = NULL;
         if (vips_extract_band(in, &c2, 0, "n", bands - 1, NULL) != 0) {
             vips_fail(CLIPL_EIMAGE, "cannot drop the colour-key alpha of", name);
-            goto fail;
+            goto out;
         }
         key_alpha = c2;
         in = key_alpha;
@@ -328,7 +328,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
         VipsImage *c2 = NULL;
         if (vips_extract_band(in, &c2, 0, NULL) != 0) {
             vips_fail(CLIPL_EIMAGE, "cannot read the grey band of", name);
-            goto fail;
+            goto out;
         }
         cast = c2;
         in = cast;
@@ -349,7 +349,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
         mode = palette ? CLIPL_IMAGE_PA : CLIPL_IMAGE_RGBA;
     else {
         clipl__err(CLIPL_EUNSUPPORTED, "image: %s has 5 bands but is not CMYK + alpha", name);
-        goto fail;
+        goto out;
     }
 
     /* 16-bit samples other than grey: Pillow keeps the high byte ("RGB;16B" etc.) */
@@ -359,7 +359,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
             if (sh)
                 g_object_unref(sh);
             vips_fail(CLIPL_EIMAGE, "cannot reduce 16-bit samples of", name);
-            goto fail;
+            goto out;
         }
         g_object_unref(sh);
         if (cast)
@@ -370,7 +370,7 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
 
     img = clipl__image_new(w, h, mode);
     if (!img)
-        goto fail;
+        goto out;
     size_t line = VIPS_IMAGE_SIZEOF_LINE(in);
     int direct = mode != CLIPL_IMAGE_I && bands == img->bands;
     if (line != (size_t)w * bands * (mode == CLIPL_IMAGE_I ? 2 : 1)) {
@@ -401,6 +401,14 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
     }
     if (direct)
         mem = NULL;
+    goto out;
+
+fail_img:
+    if (img && mem == img->pixels)
+        mem = NULL;
+    clipl_image_free(img);
+    img = NULL;
+out: /* img is the result, NULL on failure */
     free(mem);
     if (rot)
         g_object_unref(rot);
@@ -409,21 +417,6 @@ static clipl_image *from_vips(VipsImage *in, const char *name, int flags, int pn
     if (key_alpha)
         g_object_unref(key_alpha);
     return img;
-
-fail_img:
-    if (img && mem == img->pixels)
-        mem = NULL;
-    clipl_image_free(img);
-    img = NULL;
-fail:
-    free(mem);
-    if (rot)
-        g_object_unref(rot);
-    if (cast)
-        g_object_unref(cast);
-    if (key_alpha)
-        g_object_unref(key_alpha);
-    return NULL;
 }
 
 clipl_image *clipl_image_load(const char *path, int flags)
