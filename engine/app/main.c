@@ -503,12 +503,10 @@ static int load_clip(lua_State *L)
     return 0;
 }
 
-static int run_file(lua_State *L, const char *path, char **argv, int script_index, int argc)
+/* Runs the chunk that luaL_load* just pushed (status is its result) with the script arguments. */
+static int run_loaded(lua_State *L, int status, char **argv, int script_index, int argc)
 {
-    if (load_clip(L)) {
-        return 1;
-    }
-    if (luaL_loadfile(L, strcmp(path, "-") == 0 ? NULL : path) != 0) {
+    if (status != 0) {
         report(L);
         return 1;
     }
@@ -520,21 +518,22 @@ static int run_file(lua_State *L, const char *path, char **argv, int script_inde
     return 0;
 }
 
+static int run_file(lua_State *L, const char *path, char **argv, int script_index, int argc)
+{
+    if (load_clip(L)) {
+        return 1;
+    }
+    int status = luaL_loadfile(L, strcmp(path, "-") == 0 ? NULL : path);
+    return run_loaded(L, status, argv, script_index, argc);
+}
+
 static int run_string(lua_State *L, const char *code, char **argv, int script_index, int argc)
 {
     if (load_clip(L)) {
         return 1;
     }
-    if (luaL_loadbuffer(L, code, strlen(code), "=(command line)") != 0) {
-        report(L);
-        return 1;
-    }
-    int n = set_args(L, argv, script_index, argc, 1);
-    if (docall(L, n, 0, 1) != 0) {
-        report(L);
-        return 1;
-    }
-    return 0;
+    int status = luaL_loadbuffer(L, code, strlen(code), "=(command line)");
+    return run_loaded(L, status, argv, script_index, argc);
 }
 
 static int run_repl(lua_State *L)
