@@ -192,123 +192,123 @@ static void print_ids(const char *label, const int32_t *ids, size_t n)
     fprintf(stderr, "\n");
 }
 
-static void test_encode_cases(clipl_tokenizer *tok)
+/* One golden case, a line of a .jsonl file: 1 when it matches, 0 when not, -1 when the line is
+ * malformed (a failed check, not a case). */
+typedef int (*case_fn)(clipl_tokenizer *tok, const char *line);
+
+/* Runs fn over the non-empty lines of the golden file name; returns the number of cases. */
+static int run_cases(clipl_tokenizer *tok, const char *name, case_fn fn)
 {
-    FILE *f = fopen(GOLDEN "tokenizer_cases.jsonl", "rb");
+    char path[256];
+    snprintf(path, sizeof path, GOLDEN "%s", name);
+    FILE *f = fopen(path, "rb");
     CHECK(f != NULL);
     if (!f)
-        return;
+        return 0;
     int cases = 0, ok = 0;
     char *line;
     while ((line = read_line(f))) {
-        if (!*line) {
-            free(line);
-            continue;
-        }
-        jp j;
-        size_t tlen = 0;
-        char *text = NULL;
-        int32_t want[512], want77[77], got[512];
-        int nw = -1, n77 = -1;
-        if (jfind(&j, line, "text"))
-            text = jstring(&j, &tlen);
-        if (jfind(&j, line, "ids"))
-            nw = jints(&j, want, 512);
-        if (jfind(&j, line, "tokens77"))
-            n77 = jints(&j, want77, 77);
-        int truncated = jfind(&j, line, "truncated") && strncmp(j.p, "true", 4) == 0;
-        CHECK(text != NULL && nw >= 0 && nw <= 512 && n77 == 77);
-        if (!text || nw < 0 || nw > 512 || n77 != 77) {
-            free(text);
-            free(line);
-            continue;
-        }
-        cases++;
-        size_t n = 0;
-        int rc = clipl_tokenizer_encode(tok, text, tlen, got, 512, &n);
-        int good = rc == CLIPL_OK && n == (size_t)nw && memcmp(got, want, n * 4) == 0;
-
-        clipl_tensor *row = NULL;
-        const char *texts[1] = {text};
-        size_t lens[1] = {tlen};
-        rc = clipl_tokenizer_tokenize(tok, 1, texts, lens, &row, 77, truncated);
-        int good77 = rc == CLIPL_OK && row && memcmp(row->ptr, want77, sizeof want77) == 0;
-        if (!good || !good77) {
-            fprintf(stderr, "encode mismatch for \"%s\" (%s)\n", text, clipl_errmsg());
-            print_ids("want", want, (size_t)nw);
-            print_ids("got ", got, n < 512 ? n : 512);
-        }
-        CHECK(good);
-        CHECK(good77);
-        ok += good && good77;
-        clipl_tensor_release(row);
-        free(text);
+        int r = *line ? fn(tok, line) : -1;
+        cases += r >= 0;
+        ok += r > 0;
         free(line);
     }
     fclose(f);
-    printf("tokenizer_cases.jsonl: %d/%d cases exact\n", ok, cases);
-    CHECK(cases == 247);
+    printf("%s: %d/%d cases exact\n", name, ok, cases);
+    return cases;
+}
+
+static int encode_case(clipl_tokenizer *tok, const char *line)
+{
+    jp j;
+    size_t tlen = 0;
+    char *text = NULL;
+    int32_t want[512], want77[77], got[512];
+    int nw = -1, n77 = -1;
+    if (jfind(&j, line, "text"))
+        text = jstring(&j, &tlen);
+    if (jfind(&j, line, "ids"))
+        nw = jints(&j, want, 512);
+    if (jfind(&j, line, "tokens77"))
+        n77 = jints(&j, want77, 77);
+    int truncated = jfind(&j, line, "truncated") && strncmp(j.p, "true", 4) == 0;
+    CHECK(text != NULL && nw >= 0 && nw <= 512 && n77 == 77);
+    if (!text || nw < 0 || nw > 512 || n77 != 77) {
+        free(text);
+        return -1;
+    }
+    size_t n = 0;
+    int rc = clipl_tokenizer_encode(tok, text, tlen, got, 512, &n);
+    int good = rc == CLIPL_OK && n == (size_t)nw && memcmp(got, want, n * 4) == 0;
+
+    clipl_tensor *row = NULL;
+    const char *texts[1] = {text};
+    size_t lens[1] = {tlen};
+    rc = clipl_tokenizer_tokenize(tok, 1, texts, lens, &row, 77, truncated);
+    int good77 = rc == CLIPL_OK && row && memcmp(row->ptr, want77, sizeof want77) == 0;
+    if (!good || !good77) {
+        fprintf(stderr, "encode mismatch for \"%s\" (%s)\n", text, clipl_errmsg());
+        print_ids("want", want, (size_t)nw);
+        print_ids("got ", got, n < 512 ? n : 512);
+    }
+    CHECK(good);
+    CHECK(good77);
+    clipl_tensor_release(row);
+    free(text);
+    return good && good77;
+}
+
+static void test_encode_cases(clipl_tokenizer *tok)
+{
+    CHECK(run_cases(tok, "tokenizer_cases.jsonl", encode_case) == 247);
+}
+
+static int decode_case(clipl_tokenizer *tok, const char *line)
+{
+    jp j;
+    int32_t ids[1024];
+    int n = -1;
+    size_t dlen = 0;
+    char *want = NULL;
+    if (jfind(&j, line, "ids"))
+        n = jints(&j, ids, 1024);
+    if (jfind(&j, line, "decoded"))
+        want = jstring(&j, &dlen);
+    CHECK(n >= 0 && n <= 1024 && want);
+    if (n < 0 || n > 1024 || !want) {
+        free(want);
+        return -1;
+    }
+    size_t len = 0;
+    int rc = clipl_tokenizer_decode(tok, ids, (size_t)n, NULL, 0, &len);
+    char *got = malloc(len + 1);
+    size_t len2 = 0;
+    if (rc == CLIPL_OK)
+        rc = clipl_tokenizer_decode(tok, ids, (size_t)n, got, len, &len2);
+    int good = rc == CLIPL_OK && len2 == len && len == dlen && memcmp(got, want, len) == 0;
+    if (!good)
+        fprintf(stderr, "decode mismatch: want \"%s\" got \"%.*s\" (%s)\n", want, (int)len, got,
+                clipl_errmsg());
+    CHECK(good);
+
+    /* from_text round trip: encode(from_text) == ids */
+    size_t flen;
+    char *from = jfind(&j, line, "from_text") ? jstring(&j, &flen) : NULL;
+    if (from) {
+        int32_t again[1024];
+        size_t m = 0;
+        CHECK_OK(clipl_tokenizer_encode(tok, from, flen, again, 1024, &m));
+        CHECK(m == (size_t)n && memcmp(again, ids, m * 4) == 0);
+    }
+    free(from);
+    free(got);
+    free(want);
+    return good;
 }
 
 static void test_decode_cases(clipl_tokenizer *tok)
 {
-    FILE *f = fopen(GOLDEN "tokenizer_decode_cases.jsonl", "rb");
-    CHECK(f != NULL);
-    if (!f)
-        return;
-    int cases = 0, ok = 0;
-    char *line;
-    while ((line = read_line(f))) {
-        if (!*line) {
-            free(line);
-            continue;
-        }
-        jp j;
-        int32_t ids[1024];
-        int n = -1;
-        size_t dlen = 0;
-        char *want = NULL;
-        if (jfind(&j, line, "ids"))
-            n = jints(&j, ids, 1024);
-        if (jfind(&j, line, "decoded"))
-            want = jstring(&j, &dlen);
-        CHECK(n >= 0 && n <= 1024 && want);
-        if (n < 0 || n > 1024 || !want) {
-            free(want);
-            free(line);
-            continue;
-        }
-        cases++;
-        size_t len = 0;
-        int rc = clipl_tokenizer_decode(tok, ids, (size_t)n, NULL, 0, &len);
-        char *got = malloc(len + 1);
-        size_t len2 = 0;
-        if (rc == CLIPL_OK)
-            rc = clipl_tokenizer_decode(tok, ids, (size_t)n, got, len, &len2);
-        int good = rc == CLIPL_OK && len2 == len && len == dlen && memcmp(got, want, len) == 0;
-        if (!good)
-            fprintf(stderr, "decode mismatch: want \"%s\" got \"%.*s\" (%s)\n", want, (int)len, got,
-                    clipl_errmsg());
-        CHECK(good);
-        ok += good;
-
-        /* from_text round trip: encode(from_text) == ids */
-        size_t flen;
-        char *from = jfind(&j, line, "from_text") ? jstring(&j, &flen) : NULL;
-        if (from) {
-            int32_t again[1024];
-            size_t m = 0;
-            CHECK_OK(clipl_tokenizer_encode(tok, from, flen, again, 1024, &m));
-            CHECK(m == (size_t)n && memcmp(again, ids, m * 4) == 0);
-        }
-        free(from);
-        free(got);
-        free(want);
-        free(line);
-    }
-    fclose(f);
-    printf("tokenizer_decode_cases.jsonl: %d/%d cases exact\n", ok, cases);
-    CHECK(cases == 74);
+    CHECK(run_cases(tok, "tokenizer_decode_cases.jsonl", decode_case) == 74);
 }
 
 static void test_api(clipl_tokenizer *tok)
