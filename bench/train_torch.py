@@ -2,18 +2,24 @@
 """PyTorch side of bench/train: training steps of a CLIP model (OpenAI's architecture, written
 here from the same description as tests/data/train_parity/make_train_parity.py) with clip_loss and
 AdamW, on random images and tokens. Prints one JSON line: images/s over the timed steps and the
-peak resident memory (ru_maxrss).
+peak resident memory (ru_maxrss), and the OpenBLAS core torch ran (blas_core; SkylakeX
+unless OPENBLAS_CORETYPE is set, see encode_torch.py).
 
 usage: /usr/bin/python3 bench/train_torch.py CONFIG.json BATCH STEPS THREADS [f32|bf16]
 """
 import json
 import math
+import os
 import resource
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# bench/encode_torch.py, imported before torch: it sets OPENBLAS_CORETYPE=SkylakeX unless set
+# (OpenBLAS 0.3.21 mistakes AMD Zen 4 for Prescott and runs SSE3 kernels, about 6x slower)
+import encode_torch  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
 def init(shape, std):
@@ -133,7 +139,8 @@ def main():
                       "images_per_s": batch * len(timed) / sum(timed),
                       "step_s": sum(timed) / len(timed),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "loss": loss.item()}))
+                      "loss": loss.item(), "blas_core": encode_torch.blas_info()["blas_core"],
+                      "blas_coretype_from": encode_torch.OPENBLAS_CORETYPE_FROM}))
 
 
 if __name__ == "__main__":

@@ -17,20 +17,20 @@ spec checks it against OpenAI's output), so both sides encode the same ids.
                         [--threads 2] [--batch 32] [--out-weights CLF.npy] [--out-emb EMB.npy]
 
 `run` prints one JSON object: {"classifier_s", "classifier_cpu", "prompts", "embed_s",
-"embed_cpu", "images", "load_s"} (wall and process CPU seconds).
+"embed_cpu", "images", "load_s", "blas_line"} (wall and process CPU seconds; the BLAS torch uses
+and its core: OPENBLAS_CORETYPE=SkylakeX unless set, see encode_torch.py).
 """
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 
-import numpy as np
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import encode_torch  # noqa: E402  (bench/encode_torch.py: the architectures)
+# bench/encode_torch.py: the architectures; imported before torch, it picks OpenBLAS' core
+import encode_torch  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def make_images(folder, n):
@@ -48,34 +48,9 @@ def make_images(folder, n):
             os.path.join(folder, "img%04d.jpg" % i), quality=90)
 
 
-DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        base = 8 + n
-        out = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            a, b = info["data_offsets"]
-            f.seek(base + a)
-            arr = np.frombuffer(f.read(b - a), dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
-            out[name] = torch.from_numpy(arr.astype(np.float32).copy())
-        return out
-
-
 def load_model(weights):
-    sd = read_safetensors(weights)
-    visual, _ = encode_torch.CONFIGS["ViT-B/32"]()
-    text = encode_torch.Text(*encode_torch.TEXT["ViT-B/32"])
-    vis_sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
-    txt_sd = {k: v for k, v in sd.items() if not k.startswith("visual.") and k != "logit_scale"}
-    visual.load_state_dict(vis_sd)
-    text.load_state_dict(txt_sd)
-    return visual.eval(), text.eval()
+    visual, text, _ = encode_torch.build("ViT-B/32", weights)
+    return visual, text
 
 
 def main():
@@ -138,7 +113,8 @@ def main():
         np.save(a.out_emb, torch.cat(embs).numpy())
     print(json.dumps({"classifier_s": classifier_s, "classifier_cpu": classifier_cpu,
                       "prompts": int(tokens.shape[0]), "embed_s": embed_s, "embed_cpu": embed_cpu,
-                      "images": len(files), "load_s": load_s}))
+                      "images": len(files), "load_s": load_s,
+                      "blas_line": encode_torch.describe_blas()}))
 
 
 if __name__ == "__main__":
