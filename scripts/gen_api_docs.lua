@@ -977,6 +977,8 @@ print(h.vision_layers, h.transformer_width, h.activation)]],
 local loss = (w * w):sum()
 loss:backward()
 opt:zero_grad()
+print(w.grad:item())                                    -- 0: zeroed in place
+opt:zero_grad(true)
 print(w.grad)                                           -- nil]],
     ["Optimizer:parameters"] = OPT .. [[
 print(#opt:parameters(), opt:parameters()[1] == w)     -- 1 true]],

@@ -304,6 +304,35 @@ clipl_tensor *clipl_tensor_new_view(clipl_storage *storage, int dtype, int ndim,
     return clipl__tensor_wrap(storage, dtype, ndim, shape, stride, offset);
 }
 
+int clipl_tensor_rebind(clipl_tensor *t, clipl_storage *s, int64_t offset)
+{
+    if (!t || !s)
+        return clipl__err(CLIPL_EINVAL, "rebind: NULL tensor or storage");
+    if (clipl_storage_readonly(s))
+        return clipl__err(CLIPL_EINVAL, "rebind: the new storage is a read-only mapping");
+    int64_t st[CLIPL_MAX_DIMS] = {0};
+    clipl__contiguous_strides(t->ndim, t->shape, st);
+    clipl_tensor *c = clipl_tensor_new_view(s, t->dt, t->ndim, t->shape, st, offset);
+    if (!c)
+        return clipl_errcode();
+    int rc = CLIPL_OK;
+    if (c->ptr != t->ptr) {
+        clipl__grad_off++; /* a plain copy, not an op on the tape */
+        rc = clipl_tensor_copy_(c, t);
+        clipl__grad_off--;
+    }
+    if (rc == CLIPL_OK) { /* swap the storages: the temporary header drops t's old one */
+        c->storage = t->storage;
+        t->storage = s;
+        t->ptr = c->ptr;
+        t->offset = offset;
+        memcpy(t->strides, st, sizeof t->strides);
+        t->flags &= ~CLIPL_TF_READONLY;
+    }
+    clipl_tensor_release(c);
+    return rc;
+}
+
 int64_t clipl_tensor_numel(const clipl_tensor *t)
 {
     int64_t n = 1;

@@ -158,6 +158,11 @@ CLIPL_API int64_t clipl_tensor_numel(const clipl_tensor *t);
 CLIPL_API int clipl_tensor_is_contiguous(const clipl_tensor *t);
 /* The storage of t. Borrowed. */
 CLIPL_API clipl_storage *clipl_tensor_storage(const clipl_tensor *t);
+/* Moves t's data into storage s at element offset and re-points t there, in place: t's elements
+ * are copied (row-major, t's dtype) to s, then the header becomes contiguous over s (retained; the
+ * old storage loses t's reference), writable, and every holder of t sees the new place. s must be
+ * writable and hold the elements from offset on. Optimizers pack their parameters with it. */
+CLIPL_API int clipl_tensor_rebind(clipl_tensor *t, clipl_storage *s, int64_t offset);
 
 /* ---- views (no copy; dst shares t's storage) ---- */
 /* dst = t narrowed along dim to [start, start + length). */
@@ -1015,10 +1020,28 @@ CLIPL_API int clipl_backward(const clipl_tensor *t, const clipl_tensor *grad, in
 CLIPL_API int64_t clipl_autograd_live_nodes(void);
 
 /* ---- optimizer kernels (engine/autograd/optim.c) ----
- * One call updates n parameters in place (f32, contiguous, writable), each with its gradient
- * (same shape, f32 or bf16, any strides) and state tensors (f32, contiguous, param's shape). lr,
- * weight_decay and step are per-parameter arrays of n entries (parameter groups). Arithmetic in
- * double per element; the kernels write the parameters directly, outside the tape. */
+ * Arithmetic in f32 in torch.optim's order, each element alone (the same result on any number of
+ * threads); the kernels write the parameters directly, outside the tape.
+ * Fused steps over flat buffers: params, grads and the state buffers are contiguous f32 tensors
+ * of one length (every parameter of an optimizer packed one after another, clipl_tensor_rebind);
+ * the n ranges [offset[r], offset[r] + length[r]) must ascend without overlapping, and each carries
+ * its lr, weight_decay and step (AdamW) or first flag (SGD). Elements outside every range (frozen
+ * parameters, parameters without a gradient) are left alone. One OpenMP loop splits the elements
+ * of all ranges evenly across the threads. */
+CLIPL_API int clipl_adamw_step_flat(clipl_tensor *params, const clipl_tensor *grads,
+                                    clipl_tensor *exp_avg, clipl_tensor *exp_avg_sq, int n,
+                                    const int64_t *offset, const int64_t *length, const double *lr,
+                                    const double *weight_decay, const int64_t *step, double beta1,
+                                    double beta2, double eps);
+/* momentum_buf may be NULL and first may be NULL when momentum is 0. */
+CLIPL_API int clipl_sgd_step_flat(clipl_tensor *params, const clipl_tensor *grads,
+                                  clipl_tensor *momentum_buf, int n, const int64_t *offset,
+                                  const int64_t *length, const double *lr,
+                                  const double *weight_decay, const int *first, double momentum,
+                                  double dampening, int nesterov);
+/* The same over n separate parameters (f32, contiguous, writable), each with its gradient (same
+ * shape, f32 or bf16, any strides) and state tensors (f32, contiguous, param's shape); lr,
+ * weight_decay and step are per-parameter arrays of n entries. */
 /* AdamW (Loshchilov & Hutter, as torch.optim.AdamW): p -= lr * wd * p; m = b1 m + (1 - b1) g;
  * v = b2 v + (1 - b2) g^2; p -= lr * (m / (1 - b1^step)) / (sqrt(v / (1 - b2^step)) + eps).
  * step is the 1-based step count of each parameter (after incrementing). */

@@ -9,13 +9,15 @@
 -- by checkpoint key), an iterator of (name, tensor) such as model:named_parameters(), a list of
 -- {name, tensor} pairs, or a list of parameter groups
 -- {params = <any of those>, lr = ..., weight_decay = ...} whose fields override the defaults.
--- A step is one C call for all parameters of the optimizer (clipl_adamw_step / clipl_sgd_step over
--- arrays of tensors: parameters stay separate tensors, nothing is flattened); parameters without a
--- gradient or not requiring grad (frozen) are skipped. After each step a parameter named
--- logit_scale is clamped to [0, ln 100] (open_clip). Read-only weights (file mappings) are copied
--- (clipl_tensor_make_writable) before their first update.
+-- Creating an optimizer packs its parameters (f32 master weights) into one contiguous buffer: each
+-- parameter tensor is re-pointed into it (clipl_tensor_rebind; the header stays, so the model and
+-- every other holder see it; read-only file mappings are copied), and its gradient becomes a view
+-- of a gradient buffer of the same layout, into which backward passes accumulate. zero_grad is one
+-- memset, clip_grad_norm one reduction, and a step one C call (clipl_adamw_step_flat /
+-- clipl_sgd_step_flat) over the ranges of the parameters that require grad and have a gradient,
+-- with each range's lr and weight decay (groups); frozen parameters are skipped. After each step a
+-- parameter named logit_scale is clamped to [0, ln 100] (open_clip).
 local ffi = require "ffi"
-local bit = require "bit"
 local lib = require "clipl.lib"
 local tensor = require "clipl.tensor"
 
@@ -25,7 +27,6 @@ local is_tensor = tensor.is_tensor
 local M = {}
 
 local LN100 = math.log(100)
-local READONLY = 1
 local dbl = ffi.new("double[1]")
 
 -- ---- parameter lists ---------------------------------------------------------------------------
@@ -105,6 +106,113 @@ local function build_groups(self, params, defaults, what)
     end
 end
 
+-- ---- the flat buffers ---------------------------------------------------------------------------
+
+local ALIGN = 16 -- floats: every parameter starts on a 64-byte boundary of the buffer
+
+local function header_key(t)
+    return tostring(ffi.cast("uintptr_t", ffi.cast("void *", t)))
+end
+
+-- A new zeroed storage of n floats (a Lua handle holding one reference).
+local function new_storage(n)
+    return ffi.gc(lib.check_ptr(C.clipl_storage_new(n * 4), 3), C.clipl_storage_release)
+end
+
+-- A contiguous f32 view of shape sizes at element offset off of storage s.
+local function view_of(s, off, sizes)
+    local shape, nd = lib.shape_arg(sizes)
+    local strides = ffi.new("int64_t[8]")
+    local st = 1
+    for d = nd - 1, 0, -1 do
+        strides[d] = st
+        st = st * shape[d]
+    end
+    return lib.adopt(C.clipl_tensor_new_view(s, 0, nd, shape, strides, off))
+end
+
+-- Packs every parameter (f32 master weights, each once) into one 64-byte-aligned buffer: each
+-- tensor is re-pointed into it (clipl_tensor_rebind: the header stays, so the model and every
+-- other holder see the buffer; read-only mappings are copied), and gets a slot in a gradient
+-- buffer of the same layout. self.flat = {n, pstore, gstore, params, grads, state, entries =
+-- {{p, group, tensor, off, len, span, pptr, gview, attached}}}; span reaches the next entry (the
+-- padding between parameters stays zero).
+local function pack(self, what)
+    local entries, seen, n = {}, {}, 0
+    for _, g in ipairs(self.groups) do
+        for _, p in ipairs(g.params) do
+            local t = p.tensor
+            local key = header_key(t)
+            if seen[key] then
+                error(what .. ": parameter '" .. p.name .. "' appears twice (also as '" ..
+                    seen[key] .. "')", 4)
+            end
+            seen[key] = p.name
+            if t.dt ~= 0 then
+                error(what .. ": parameter '" .. p.name .. "' is " ..
+                    ffi.string(C.clipl_dtype_name(t.dt)) ..
+                    "; parameters must be f32 tensors (master weights)", 4)
+            end
+            local len = tonumber(C.clipl_tensor_numel(t))
+            entries[#entries + 1] = {p = p, group = g, tensor = t, off = n, len = len}
+            n = n + math.ceil(len / ALIGN) * ALIGN
+        end
+    end
+    local f = {n = n, entries = entries, state = {}}
+    self.flat = f
+    if n == 0 then
+        return
+    end
+    f.pstore, f.gstore = new_storage(n), new_storage(n)
+    f.params, f.grads = view_of(f.pstore, 0, {n}), view_of(f.gstore, 0, {n})
+    for i, e in ipairs(entries) do
+        check(C.clipl_tensor_rebind(e.tensor, f.pstore, e.off), 4)
+        e.pptr = e.tensor.ptr
+        e.span = (entries[i + 1] and entries[i + 1].off or n) - e.off
+        e.gview = view_of(f.gstore, e.off, e.tensor:size())
+    end
+    f.off = ffi.new("int64_t[?]", #entries)
+    f.len = ffi.new("int64_t[?]", #entries)
+    f.lr = ffi.new("double[?]", #entries)
+    f.wd = ffi.new("double[?]", #entries)
+    f.step = ffi.new("int64_t[?]", #entries)
+    f.first = ffi.new("int[?]", #entries)
+end
+
+-- Brings the parameters and their gradients back into the buffers: a parameter re-pointed
+-- elsewhere since (another optimizer packed it) is packed again; a gradient that is not the
+-- buffer's slot (made by a backward before the slot was attached, or set by hand) is copied into
+-- its slot (unless copy is false: zero_grad) and the slot becomes the gradient, so later backward
+-- passes accumulate in place; a slot whose gradient was dropped is zeroed.
+local function sync(self, copy)
+    local f = self.flat
+    for _, e in ipairs(f.entries) do
+        local t = e.tensor
+        if t.ptr ~= e.pptr then
+            check(C.clipl_tensor_rebind(t, f.pstore, e.off), 3)
+            e.pptr = t.ptr
+        end
+        local g = C.clipl_tensor_grad(t)
+        if g == nil then
+            if e.attached then
+                check(C.clipl_tensor_fill_(e.gview, 0), 3)
+                e.attached = false
+            end
+        else
+            local rc = 0
+            if g.ptr ~= e.gview.ptr then
+                rc = copy == false and 0 or C.clipl_tensor_copy_(e.gview, g)
+                if rc == 0 then
+                    rc = C.clipl_tensor_set_grad(t, e.gview)
+                end
+            end
+            C.clipl_tensor_release(g)
+            check(rc, 3)
+            e.attached = true
+        end
+    end
+end
+
 -- Decoupled weight decay of one parameter: open_clip excludes gains, biases, the class embedding
 -- and logit_scale, i.e. every tensor of fewer than 2 dims; opts.no_decay(name, t) overrides it.
 local function decay_of(group, p)
@@ -126,39 +234,13 @@ local function is_logit_scale(name)
     return name == "logit_scale" or name:sub(-12) == ".logit_scale"
 end
 
--- Parameters that take part in a step: they require grad and have one.
-local function active(self)
-    local list = {}
-    for _, g in ipairs(self.groups) do
-        for _, p in ipairs(g.params) do
-            local t = p.tensor
-            if C.clipl_tensor_requires_grad(t) == 1 then
-                local gr = t.grad
-                if gr ~= nil then
-                    list[#list + 1] = {p = p, group = g, grad = gr}
-                end
-            end
-        end
-    end
-    return list
-end
-
-local function prepare_param(t, what)
-    if bit.band(t.flags, READONLY) ~= 0 then
-        check(C.clipl_tensor_make_writable(t), 4)
-    end
-    if t.dt ~= 0 or C.clipl_tensor_is_contiguous(t) ~= 1 then
-        error(what .. ": parameters must be contiguous f32 tensors (master weights)", 4)
-    end
-end
-
 local function clamp_logit_scale(list)
-    for _, a in ipairs(list) do
-        if is_logit_scale(a.p.name) then
-            local t = a.p.tensor
+    for _, e in ipairs(list) do
+        if is_logit_scale(e.p.name) then
+            local t = e.tensor
             local prev = C.clipl_set_grad_enabled(0)
             local rc = 0
-            for i = 0, tonumber(C.clipl_tensor_numel(t)) - 1 do
+            for i = 0, e.len - 1 do
                 if rc == 0 then
                     rc = C.clipl_tensor_get_flat(t, i, dbl)
                 end
@@ -178,13 +260,22 @@ end
 local Optimizer = {}
 Optimizer.__index = Optimizer
 
---- Clears the gradient of every parameter (set to nil, PyTorch's set_to_none).
-function Optimizer:zero_grad()
-    for _, g in ipairs(self.groups) do
-        for _, p in ipairs(g.params) do
-            C.clipl_tensor_set_grad(p.tensor, nil)
+--- Zeroes every gradient in place: one memset of the gradient buffer (PyTorch's
+-- zero_grad(set_to_none=False)); zero_grad(true) also clears them (set to nil, set_to_none=True),
+-- so parameters that the next backward does not reach are skipped by the next step.
+function Optimizer:zero_grad(set_to_none)
+    local f = self.flat
+    if f.n == 0 then
+        return
+    end
+    sync(self, false)
+    if set_to_none then
+        for _, e in ipairs(f.entries) do
+            check(C.clipl_tensor_set_grad(e.tensor, nil))
+            e.attached = false
         end
     end
+    ffi.fill(C.clipl_storage_data(f.gstore), f.n * 4)
 end
 
 --- Every parameter tensor (in group order).
@@ -211,13 +302,34 @@ function Optimizer:get_lr(gi)
     return self.groups[gi or 1].lr
 end
 
-local function state_key(g, p)
-    return g.index .. ":" .. p.name
+local function state_key(e)
+    return e.group.index .. ":" .. e.p.name
+end
+
+-- The state of entry e ({step =, tensors = {slot = view of the slot's buffer}}), created at step 0
+-- (zeros) on first use; the state buffers are allocated with the first state.
+local function state_of(self, e)
+    local key = state_key(e)
+    local st = self.state[key]
+    if not st then
+        local f = self.flat
+        st = {step = 0, tensors = {}}
+        for _, slot in ipairs(self.slots) do
+            if not f.state[slot] then
+                local s = new_storage(f.n)
+                f.state[slot] = {store = s, all = view_of(s, 0, {f.n})}
+            end
+            st.tensors[slot] = view_of(f.state[slot].store, e.off, e.tensor:size())
+            check(C.clipl_tensor_fill_(st.tensors[slot], 0), 3)
+        end
+        self.state[key] = st
+    end
+    return st
 end
 
 --- The state for a checkpoint: {step =, groups = {{lr =, weight_decay =, ...}}, tensors =
 -- {["<group>:<name>.<slot>"] = tensor}, steps = {["<group>:<name>"] = n}}. Tensors are the live
--- state (copy them to keep a snapshot).
+-- state (views of the optimizer's buffers: copy them to keep a snapshot).
 function Optimizer:state_dict()
     local sd = {step = self.step_count, groups = {}, tensors = {}, steps = {}}
     for gi, g in ipairs(self.groups) do
@@ -228,23 +340,22 @@ function Optimizer:state_dict()
             end
         end
         sd.groups[gi] = hyper
-        for _, p in ipairs(g.params) do
-            local key = state_key(g, p)
-            local st = self.state[key]
-            if st then
-                for slot, t in pairs(st.tensors) do
-                    sd.tensors[key .. "." .. slot] = t
-                end
-                sd.steps[key] = st.step
+    end
+    for _, e in ipairs(self.flat.entries) do
+        local key = state_key(e)
+        local st = self.state[key]
+        if st then
+            for slot, t in pairs(st.tensors) do
+                sd.tensors[key .. "." .. slot] = t
             end
+            sd.steps[key] = st.step
         end
     end
     return sd
 end
 
---- Restores a state_dict (tensors are copied into fresh state; shapes must match).
+--- Restores a state_dict (tensors are copied into the optimizer's buffers; sizes must match).
 function Optimizer:load_state_dict(sd)
-    self.step_count = sd.step or 0
     for gi, hyper in ipairs(sd.groups or {}) do
         local g = self.groups[gi]
         if g == nil then
@@ -254,40 +365,69 @@ function Optimizer:load_state_dict(sd)
             g[k] = v
         end
     end
+    local steps = sd.steps or {}
+    for _, e in ipairs(self.flat.entries) do
+        local key = state_key(e)
+        for _, slot in ipairs(steps[key] and self.slots or {}) do
+            local t = sd.tensors[key .. "." .. slot]
+            if t == nil then
+                error("load_state_dict: missing state '" .. key .. "." .. slot .. "'", 2)
+            end
+            if t:numel() ~= e.len then
+                error("load_state_dict: state '" .. key .. "." .. slot .. "' has " ..
+                    t:numel() .. " elements, the parameter " .. e.len, 2)
+            end
+        end
+    end
+    self.step_count = sd.step or 0
+    local old = self.state
     self.state = {}
-    for _, g in ipairs(self.groups) do
-        for _, p in ipairs(g.params) do
-            local key = state_key(g, p)
-            if sd.steps and sd.steps[key] then
-                local st = {step = sd.steps[key], tensors = {}}
-                for _, slot in ipairs(self.slots) do
-                    local t = sd.tensors[key .. "." .. slot]
-                    if t == nil then
-                        error("load_state_dict: missing state '" .. key .. "." .. slot .. "'", 2)
-                    end
-                    if t:numel() ~= p.tensor:numel() then
-                        error("load_state_dict: state '" .. key .. "." .. slot .. "' has " ..
-                            t:numel() .. " elements, the parameter " .. p.tensor:numel(), 2)
-                    end
-                    st.tensors[slot] = t:to("f32"):reshape(p.tensor:size())
-                end
-                self.state[key] = st
+    for _, e in ipairs(self.flat.entries) do
+        local key = state_key(e)
+        if steps[key] then
+            local src = {}
+            for _, slot in ipairs(self.slots) do -- copies first: sd may hold our own views
+                src[slot] = sd.tensors[key .. "." .. slot]:to("f32"):reshape(e.tensor:size())
+                src[slot] = src[slot]:clone()
+            end
+            local st = state_of(self, e)
+            st.step = steps[key]
+            for slot, t in pairs(src) do
+                st.tensors[slot]:copy(t)
+            end
+        elseif old[key] then
+            for _, t in pairs(old[key].tensors) do
+                check(C.clipl_tensor_fill_(t, 0))
             end
         end
     end
 end
 
-local function state_of(self, a)
-    local key = state_key(a.group, a.p)
-    local st = self.state[key]
-    if not st then
-        st = {step = 0, tensors = {}}
-        for _, slot in ipairs(self.slots) do
-            st.tensors[slot] = tensor.zeros(a.p.tensor:size(), "f32")
+-- The ranges of one step: every parameter that requires grad and has a gradient, in buffer order,
+-- neighbours with the same facts (what fills one entry of the extra array) merged. Returns the
+-- number of ranges and the list of entries taken.
+local function ranges(self, extra)
+    local f = self.flat
+    sync(self, true)
+    local list, n, prev_end = {}, 0, -1
+    for _, e in ipairs(f.entries) do
+        if e.attached and C.clipl_tensor_requires_grad(e.tensor) == 1 then
+            local st = state_of(self, e)
+            st.step = st.step + 1
+            local lr, wd, x = e.group.lr, decay_of(e.group, e.p), extra(st)
+            local k = n - 1
+            if n > 0 and e.off == prev_end and f.lr[k] == lr and f.wd[k] == wd and
+                f.step[k] == x then
+                f.len[k] = f.len[k] + e.span
+            else
+                f.off[n], f.len[n], f.lr[n], f.wd[n], f.step[n] = e.off, e.span, lr, wd, x
+                n = n + 1
+            end
+            prev_end = e.off + e.span
+            list[#list + 1] = e
         end
-        self.state[key] = st
     end
-    return st
+    return n, list
 end
 
 -- ---- AdamW --------------------------------------------------------------------------------------
@@ -306,35 +446,28 @@ function M.AdamW(params, opts)
     local betas = opts.betas or {0.9, 0.999}
     self.beta1, self.beta2, self.eps = betas[1], betas[2], opts.eps or 1e-8
     build_groups(self, params, defaults, "AdamW")
+    pack(self, "AdamW")
     return self
 end
 
---- One update of every parameter that has a gradient (one C call).
+local function step_of(st)
+    return st.step
+end
+
+--- One update of every parameter that requires grad and has a gradient: one C call, one OpenMP
+-- loop over the parameter buffer.
 function AdamW:step()
-    local list = active(self)
     self.step_count = self.step_count + 1
-    local n = #list
+    local f = self.flat
+    if f.n == 0 then
+        return
+    end
+    local n, list = ranges(self, step_of)
     if n == 0 then
         return
     end
-    local P = ffi.new("clipl_tensor *[?]", n)
-    local G = ffi.new("clipl_tensor *[?]", n)
-    local Ms = ffi.new("clipl_tensor *[?]", n)
-    local Vs = ffi.new("clipl_tensor *[?]", n)
-    local lr = ffi.new("double[?]", n)
-    local wd = ffi.new("double[?]", n)
-    local steps = ffi.new("int64_t[?]", n)
-    for i, a in ipairs(list) do
-        prepare_param(a.p.tensor, "AdamW")
-        local st = state_of(self, a)
-        st.step = st.step + 1
-        P[i - 1], G[i - 1] = a.p.tensor, a.grad
-        Ms[i - 1], Vs[i - 1] = st.tensors.exp_avg, st.tensors.exp_avg_sq
-        lr[i - 1] = a.group.lr
-        wd[i - 1] = decay_of(a.group, a.p)
-        steps[i - 1] = st.step
-    end
-    check(C.clipl_adamw_step(n, P, G, Ms, Vs, lr, wd, steps, self.beta1, self.beta2, self.eps))
+    check(C.clipl_adamw_step_flat(f.params, f.grads, f.state.exp_avg.all, f.state.exp_avg_sq.all,
+        n, f.off, f.len, f.lr, f.wd, f.step, self.beta1, self.beta2, self.eps))
     clamp_logit_scale(list)
 end
 
@@ -356,60 +489,50 @@ function M.SGD(params, opts)
         nesterov = opts.nesterov and true or false}, SGD)
     self.slots = self.momentum ~= 0 and {"momentum_buffer"} or {}
     build_groups(self, params, defaults, "SGD")
+    pack(self, "SGD")
     return self
 end
 
+-- a parameter seen for the first time starts its momentum buffer from the gradient
+local function is_first(st)
+    return st.step == 1 and 1 or 0
+end
+
 function SGD:step()
-    local list = active(self)
     self.step_count = self.step_count + 1
-    local n = #list
+    local f = self.flat
+    if f.n == 0 then
+        return
+    end
+    local n, list = ranges(self, is_first)
     if n == 0 then
         return
     end
-    local P = ffi.new("clipl_tensor *[?]", n)
-    local G = ffi.new("clipl_tensor *[?]", n)
-    local B = ffi.new("clipl_tensor *[?]", n)
-    local lr = ffi.new("double[?]", n)
-    local wd = ffi.new("double[?]", n)
-    -- parameters seen for the first time start their buffer from the gradient: run them apart
-    local first, later = {}, {}
-    for _, a in ipairs(list) do
-        prepare_param(a.p.tensor, "SGD")
-        local st = state_of(self, a)
-        st.step = st.step + 1
-        if st.step == 1 then first[#first + 1] = a else later[#later + 1] = a end
+    for k = 0, n - 1 do
+        f.first[k] = f.step[k]
     end
-    for pass, part in ipairs({first, later}) do
-        if #part > 0 then
-            for i, a in ipairs(part) do
-                local st = state_of(self, a)
-                P[i - 1], G[i - 1] = a.p.tensor, a.grad
-                B[i - 1] = st.tensors.momentum_buffer
-                lr[i - 1] = a.group.lr
-                wd[i - 1] = decay_of(a.group, a.p)
-            end
-            check(C.clipl_sgd_step(#part, P, G, B, lr, wd, self.momentum, self.dampening,
-                self.nesterov and 1 or 0, pass == 1 and 1 or 0))
-        end
-    end
+    local buf = f.state.momentum_buffer
+    check(C.clipl_sgd_step_flat(f.params, f.grads, buf and buf.all, n, f.off, f.len, f.lr, f.wd,
+        f.first, self.momentum, self.dampening, self.nesterov and 1 or 0))
     clamp_logit_scale(list)
 end
 
 -- ---- gradient clipping --------------------------------------------------------------------------
 
+-- The gradients to clip: an optimizer's whole gradient buffer (one tensor), or the gradients of a
+-- list of parameters.
 local function grads_of(params)
-    local list
-    if getmetatable(params) and params.groups then
-        list = params:parameters()
-    else
-        list = {}
-        for _, p in ipairs(named_list(params, "clip_grad_norm")) do
-            list[#list + 1] = p.tensor
+    if getmetatable(params) and params.flat then
+        local f = params.flat
+        if f.n == 0 then
+            return {}
         end
+        sync(params, true)
+        return {f.grads}
     end
     local gs = {}
-    for _, t in ipairs(list) do
-        local g = t.grad
+    for _, p in ipairs(named_list(params, "clip_grad_norm")) do
+        local g = p.tensor.grad
         if g ~= nil then
             gs[#gs + 1] = g
         end
@@ -419,7 +542,8 @@ end
 
 --- clip.optim.clip_grad_norm(params or optimizer, max_norm): scales every gradient by
 -- max_norm / (total + 1e-6) when the global L2 norm exceeds max_norm
--- (torch.nn.utils.clip_grad_norm_). Returns the norm before clipping.
+-- (torch.nn.utils.clip_grad_norm_). Returns the norm before clipping. With an optimizer it is one
+-- reduction and one scaling of its gradient buffer.
 function M.clip_grad_norm(params, max_norm)
     if type(max_norm) ~= "number" or max_norm <= 0 then
         error("clip_grad_norm: max_norm must be a positive number, got " .. tostring(max_norm), 2)
@@ -432,9 +556,8 @@ function M.clip_grad_norm(params, max_norm)
     for i, g in ipairs(gs) do
         arr[i - 1] = g
     end
-    local out = ffi.new("double[1]")
-    check(C.clipl_global_norm(#gs, arr, out))
-    local total = out[0]
+    check(C.clipl_global_norm(#gs, arr, dbl))
+    local total = dbl[0]
     local coef = max_norm / (total + 1e-6)
     if coef < 1 then
         local prev = C.clipl_set_grad_enabled(0)
