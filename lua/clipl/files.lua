@@ -11,36 +11,33 @@ function M.getenv(name)
     return v
 end
 
---- Whether path can be opened for reading (a file, or a folder).
-function M.exists(path)
-    local f = io.open(path, "rb")
-    if f then
-        f:close()
-        return true
-    end
-    return false
-end
-
---- The size of a file in bytes, or nil when it cannot be opened.
-function M.size(path)
+-- fn(f) for path opened for reading, or nil when it cannot be opened.
+local function with_file(path, fn)
     local f = io.open(path, "rb")
     if not f then
         return nil
     end
-    local n = f:seek("end")
+    local r = fn(f)
     f:close()
-    return n
+    return r
+end
+
+--- Whether path can be opened for reading (a file, or a folder).
+function M.exists(path)
+    return with_file(path, function() return true end) or false
+end
+
+--- The size of a file in bytes, or nil when it cannot be opened.
+function M.size(path)
+    return with_file(path, function(f) return f:seek("end") end)
 end
 
 --- Whether path is a folder (one can be opened but not read as a file).
 function M.is_dir(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return false
-    end
-    local _, err = f:read(1)
-    f:close()
-    return err ~= nil and err:find("Is a directory", 1, true) ~= nil
+    return with_file(path, function(f)
+        local _, err = f:read(1)
+        return err ~= nil and err:find("Is a directory", 1, true) ~= nil
+    end) or false
 end
 
 M.image_extensions = {jpg = true, jpeg = true, png = true, webp = true, tif = true, tiff = true,

@@ -146,14 +146,7 @@ end
 local Model = {}
 Model.__index = Model
 
-local function out1(fn, ...)
-    slot[0] = nil
-    local rc = fn(...)
-    if rc ~= 0 then
-        check(rc, 3)
-    end
-    return adopt(slot[0])
-end
+local out1 = lib.call_out -- fn(..., slot) -> the tensor it produced
 
 local function as_tokens(t, level)
     if not is_tensor(t) then
