@@ -317,6 +317,21 @@ static void write_pt(const char *path, const buf *pkl, int method)
     free(z.b.p);
 }
 
+/* A .pt file at path whose state dict is {"w": one float tensor as p_tensor describes it}. */
+static void write_one_tensor_pt(const char *path, const char *key, int numel, int offset, int ndim,
+                                const int *size, const int *stride)
+{
+    buf e = {0};
+    put8(&e, 0x80), put8(&e, 2);
+    p_odict(&e);
+    put8(&e, '(');
+    p_str(&e, "w");
+    p_tensor(&e, "FloatStorage", key, numel, offset, ndim, size, stride);
+    put8(&e, 'u'), put8(&e, '.');
+    write_pt(path, &e, 0);
+    free(e.p);
+}
+
 /* ---- parity files ---------------------------------------------------------------------------- */
 
 /* Independent reader: locate "name":{... "data_offsets":[a,b]} in the raw header and compare. */
@@ -964,38 +979,14 @@ static void test_pt_handmade(void)
         free(e.p);
     }
     /* views outside their storage, missing storages, huge numel */
-    {
-        buf e = {0};
-        put8(&e, 0x80), put8(&e, 2);
-        p_odict(&e);
-        put8(&e, '(');
-        p_str(&e, "w");
-        p_tensor(&e, "FloatStorage", "0", 8, 3, 2, (int[]){2, 3}, (int[]){3, 1});
-        put8(&e, 'u'), put8(&e, '.');
-        write_pt(tpath("oob.pt"), &e, 0);
-        CHECK(load_expect_fail(tpath("oob.pt"), "view oob") == CLIPL_EFORMAT &&
-              strstr(clipl_errmsg(), "storage"));
-        e.n = 0;
-        put8(&e, 0x80), put8(&e, 2);
-        p_odict(&e);
-        put8(&e, '(');
-        p_str(&e, "w");
-        p_tensor(&e, "FloatStorage", "9", 8, 0, 1, (int[]){2}, (int[]){1});
-        put8(&e, 'u'), put8(&e, '.');
-        write_pt(tpath("missing.pt"), &e, 0);
-        CHECK(load_expect_fail(tpath("missing.pt"), "missing storage") == CLIPL_EFORMAT &&
-              strstr(clipl_errmsg(), "data/9"));
-        e.n = 0;
-        put8(&e, 0x80), put8(&e, 2);
-        p_odict(&e);
-        put8(&e, '(');
-        p_str(&e, "w");
-        p_tensor(&e, "FloatStorage", "0", 0x7fffffff, 0, 1, (int[]){0x7fffffff}, (int[]){1});
-        put8(&e, 'u'), put8(&e, '.');
-        write_pt(tpath("hugen.pt"), &e, 0);
-        CHECK(load_expect_fail(tpath("hugen.pt"), "huge numel") == CLIPL_EFORMAT);
-        free(e.p);
-    }
+    write_one_tensor_pt(tpath("oob.pt"), "0", 8, 3, 2, (int[]){2, 3}, (int[]){3, 1});
+    CHECK(load_expect_fail(tpath("oob.pt"), "view oob") == CLIPL_EFORMAT &&
+          strstr(clipl_errmsg(), "storage"));
+    write_one_tensor_pt(tpath("missing.pt"), "9", 8, 0, 1, (int[]){2}, (int[]){1});
+    CHECK(load_expect_fail(tpath("missing.pt"), "missing storage") == CLIPL_EFORMAT &&
+          strstr(clipl_errmsg(), "data/9"));
+    write_one_tensor_pt(tpath("hugen.pt"), "0", 0x7fffffff, 0, 1, (int[]){0x7fffffff}, (int[]){1});
+    CHECK(load_expect_fail(tpath("hugen.pt"), "huge numel") == CLIPL_EFORMAT);
     /* every truncation of the pickle (re-zipped with a valid CRC) and every byte mutated */
     {
         int loaded = 0, total = 0;
