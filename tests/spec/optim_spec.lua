@@ -7,7 +7,10 @@
 -- tests/data/make_autograd_golden.py): losses within 1e-4 relative (the issue's parity bound;
 -- measured 2.4e-7) and final weights within 1e-5 absolute (measured 3.8e-7: f32 gradients differ
 -- from PyTorch's float64 ones by ~1e-6 relative, and Adam's normalised updates of size lr = 1e-2
--- move by about that fraction of lr per step).
+-- move by about that fraction of lr per step). The parameter buffer: exact where data only moves
+-- (packing, the model's prepared forward on identical weights, steps of exactly representable
+-- values), 1e-7 where one f32 SGD update rounds, 1e-6 after clipping (the coefficient is computed
+-- in double and applied in f32).
 local clip = require "clipl"
 local cjson = require "cjson"
 
@@ -234,5 +237,126 @@ describe("schedules, clipping, groups and freezing", function()
         local again = clip.load_safetensors(path)
         assert.tensor_close(again.w, clip.tensor({1, 2, 3}), 0)
         os.remove(path)
+    end)
+end)
+
+describe("the parameter buffer", function()
+    local C = clip.lib.C
+    local ffi = require "ffi"
+
+    local function addr(p)
+        return tonumber(ffi.cast("uintptr_t", p))
+    end
+
+    it("packs a model's parameters into one aligned buffer that the model's forward reads", function()
+        local model = clip.load() -- the bundled model: f32 weights mapped read-only from its file
+        local before, names = {}, {}
+        for name, p in model:named_parameters(nil, true) do
+            before[name] = p:clone()
+            names[#names + 1] = name
+        end
+        local images = clip.randn({2, 3, model.input_resolution, model.input_resolution},
+            {seed = 5})
+        local function encode(m) -- the prepared (inference) path: grad mode off
+            local out
+            clip.no_grad(function() out = m:encode_image(images) end)
+            return out
+        end
+        local f0 = encode(model)
+        clip.train.train_params(model)
+        local opt = clip.optim.AdamW(model:parameters(), {lr = 1e-3, weight_decay = 0.1})
+        local store = C.clipl_tensor_storage(model:parameter(names[1]))
+        for _, name in ipairs(names) do
+            local p = model:parameter(name)
+            if C.clipl_model_param_is_buffer(model._h, C.clipl_model_param_find(model._h, name))
+                == 0 then
+                assert.is_true(C.clipl_tensor_storage(p) == store, name)
+                assert.equal(0, addr(p.ptr) % 64, name)
+                assert.equal(0, p.flags % 2, name) -- writable now
+            end
+            assert.tensor_close(p, before[name], 0) -- the data moved unchanged
+        end
+        model:prepare()
+        assert.tensor_close(encode(model), f0, 0)
+        -- one step through the differentiable forward; then the model's own (prepared) forward
+        -- must equal a model built from copies of the updated tensors
+        opt:zero_grad()
+        clip.train.forward_image(model, images):square():sum():backward()
+        opt:step()
+        local copies = {}
+        for name, p in model:named_parameters(nil, true) do
+            copies[name] = p:clone()
+        end
+        model:prepare()
+        local f1 = encode(model)
+        assert.tensor_close(f1, encode(clip.model_from_tensors(copies)), 0)
+        assert.is_true((f1 - f0):abs():max():item() > 0)
+    end)
+
+    it("accumulates gradients in place; zero_grad zeroes them, zero_grad(true) clears", function()
+        local w = clip.tensor({1, 2, 3}):requires_grad(true)
+        local b = clip.tensor({0.5}):requires_grad(true)
+        local opt = clip.optim.SGD({w = w, b = b}, {lr = 0.1})
+        ;(w:sum() * 2 + b:sum()):backward() -- grads {2, 2, 2} and {1}
+        opt:step() -- the gradients become views of the optimizer's gradient buffer
+        local gstore = C.clipl_tensor_storage(w.grad)
+        assert.is_true(C.clipl_tensor_storage(b.grad) == gstore)
+        assert.is_false(C.clipl_tensor_storage(w) == gstore)
+        w:sum():backward()
+        assert.is_true(C.clipl_tensor_storage(w.grad) == gstore)
+        assert.tensor_close(w.grad, clip.tensor({3, 3, 3}), 0)
+        opt:zero_grad()
+        assert.tensor_close(w.grad, clip.zeros({3}), 0)
+        assert.tensor_close(b.grad, clip.zeros({1}), 0)
+        -- SGD: 1 - 0.1 * 2, ...; then a step on zero gradients changes nothing (no decay)
+        opt:step()
+        assert.tensor_close(w, clip.tensor({0.8, 1.8, 2.8}), 1e-7)
+        opt:zero_grad(true)
+        assert.is_nil(w.grad)
+        assert.is_nil(b.grad)
+        opt:step()
+        assert.tensor_close(b, clip.tensor({0.4}), 1e-7)
+    end)
+
+    it("skips frozen parameters between stepped ones, and clips with one reduction", function()
+        local a = clip.ones({17}):requires_grad(true)
+        local mid = clip.ones({5}):requires_grad(true)
+        local c = clip.ones({2, 3}):requires_grad(true)
+        local opt = clip.optim.SGD({{"a", a}, {"mid", mid}, {"c", c}}, {lr = 1})
+        clip.optim.freeze({mid = mid}, "mid")
+        ;(a:sum() * 3 + c:sum() * 4):backward()
+        -- the global norm: sqrt(17 * 9 + 6 * 16), as the list form computes it
+        local want = math.sqrt(17 * 9 + 6 * 16)
+        assert.near(want, clip.optim.clip_grad_norm(opt, 1e9), 1e-9)
+        assert.near(want, clip.optim.clip_grad_norm({a, c}, 1e9), 1e-9)
+        assert.near(want, clip.optim.clip_grad_norm(opt, want / 2), 1e-9) -- halves them
+        local k = (want / 2) / (want + 1e-6)
+        opt:step()
+        assert.tensor_close(a, clip.full({17}, 1 - 3 * k), 1e-6)
+        assert.tensor_close(mid, clip.ones({5}), 0)
+        assert.tensor_close(c, clip.full({2, 3}, 1 - 4 * k), 1e-6)
+    end)
+
+    it("packs a parameter back when another optimizer took it", function()
+        local w = clip.tensor({1, 2}):requires_grad(true)
+        local opt1 = clip.optim.SGD({w}, {lr = 0.5})
+        local ptr1 = addr(w.ptr)
+        local opt2 = clip.optim.SGD({w}, {lr = 0.25})
+        assert.is_false(addr(w.ptr) == ptr1)
+        w:sum():backward()
+        opt1:step()
+        assert.equal(ptr1, addr(w.ptr))
+        assert.tensor_close(w, clip.tensor({0.5, 1.5}), 0)
+        opt2:step()
+        assert.tensor_close(w, clip.tensor({0.25, 1.25}), 0)
+    end)
+
+    it("rejects a parameter given twice and parameters that are not f32", function()
+        local w = clip.zeros({2}):requires_grad(true)
+        assert.has_error(function() clip.optim.AdamW({{"a", w}, {"b", w}}) end,
+            "AdamW: parameter 'b' appears twice (also as 'a')")
+        local h = clip.zeros({2}, "bf16")
+        assert.has_error(function() clip.optim.SGD({h = h}, {lr = 1}) end,
+            "SGD: parameter 'h' is bf16; parameters must be f32 tensors (master weights)")
     end)
 end)
