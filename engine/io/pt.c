@@ -399,6 +399,17 @@ static int call_global(up *u, val *fn, val *args, bool newobj, val **out)
 /* ---- the unpickler loop ------------------------------------------------------------------------
  */
 
+/* The index argument of a memo opcode (PUT or GET): 1 byte, or 4 little-endian bytes. */
+static int memo_arg(up *u, bool one_byte, const char *truncated, uint64_t *idx)
+{
+    size_t n = one_byte ? 1 : 4;
+    if (!need(u, n))
+        return perr(u, CLIPL_EFORMAT, truncated);
+    *idx = one_byte ? u->p[0] : rd32(u->p);
+    u->p += n;
+    return CLIPL_OK;
+}
+
 static int memo_put(up *u, uint64_t idx)
 {
     val *v = top(u);
@@ -643,13 +654,9 @@ static int run(up *u, val **result)
             break;
         }
         case 'q':
-        case 'r': {
-            size_t n = op == 'q' ? 1 : 4;
-            if (!need(u, n))
-                return perr(u, CLIPL_EFORMAT, "truncated PUT");
-            uint64_t idx = op == 'q' ? u->p[0] : rd32(u->p);
-            u->p += n;
-            if ((rc = memo_put(u, idx)))
+        case 'r': { /* BINPUT, LONG_BINPUT */
+            uint64_t idx;
+            if ((rc = memo_arg(u, op == 'q', "truncated PUT", &idx)) || (rc = memo_put(u, idx)))
                 return rc;
             break;
         }
@@ -658,13 +665,9 @@ static int run(up *u, val **result)
                 return rc;
             break;
         case 'h':
-        case 'j': {
-            size_t n = op == 'h' ? 1 : 4;
-            if (!need(u, n))
-                return perr(u, CLIPL_EFORMAT, "truncated GET");
-            uint64_t idx = op == 'h' ? u->p[0] : rd32(u->p);
-            u->p += n;
-            if ((rc = memo_get(u, idx)))
+        case 'j': { /* BINGET, LONG_BINGET */
+            uint64_t idx;
+            if ((rc = memo_arg(u, op == 'h', "truncated GET", &idx)) || (rc = memo_get(u, idx)))
                 return rc;
             break;
         }
