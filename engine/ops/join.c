@@ -9,18 +9,36 @@
 
 static bool skipped(const clipl_tensor *t) { return t->ndim == 1 && t->shape[0] == 0; }
 
+/* 1 when grad mode is on and one of the tensors requires grad (NULLs are checked later). */
+static bool any_requires_grad(const clipl_tensor *const *srcs, int n)
+{
+    for (int i = 0; !clipl__grad_off && srcs && i < n; i++)
+        if (clipl__ag_req(srcs[i]))
+            return true;
+    return false;
+}
+
+/* A non-empty list without NULL tensors and an output slot, or an error naming op. */
+static int check_list(const char *op, const clipl_tensor *const *srcs, int n, clipl_tensor **dst)
+{
+    if (!srcs || !dst || n <= 0)
+        return clipl__err(CLIPL_EINVAL, "%s: expected a non-empty list of tensors, got %d", op, n);
+    for (int i = 0; i < n; i++)
+        if (!srcs[i])
+            return clipl__err(CLIPL_EINVAL, "%s: tensor %d is NULL", op, i);
+    return CLIPL_OK;
+}
+
 int clipl_cat(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int dim)
 {
-    for (int i = 0; !clipl__grad_off && srcs && dst && i < n; i++)
-        if (clipl__ag_req(srcs[i]))
-            return clipl__ag_join(0, srcs, n, dst, dim);
+    if (dst && any_requires_grad(srcs, n))
+        return clipl__ag_join(0, srcs, n, dst, dim);
     char b1[128], b2[128];
-    if (!srcs || !dst || n <= 0)
-        return clipl__err(CLIPL_EINVAL, "cat: expected a non-empty list of tensors, got %d", n);
+    int rc = check_list("cat", srcs, n, dst);
+    if (rc)
+        return rc;
     int ref = -1, dt = -1;
     for (int i = 0; i < n; i++) {
-        if (!srcs[i])
-            return clipl__err(CLIPL_EINVAL, "cat: tensor %d is NULL", i);
         dt = dt < 0 ? srcs[i]->dt : clipl__common_dtype(dt, srcs[i]->dt);
         if (ref < 0 && !skipped(srcs[i]))
             ref = i;
@@ -52,7 +70,6 @@ int clipl_cat(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int di
     int64_t shape[CLIPL_MAX_DIMS];
     memcpy(shape, r->shape, sizeof shape);
     shape[d] = total;
-    int rc;
     clipl_tensor *out = plain_new(dt, r->ndim, shape, &rc);
     if (!out)
         return rc;
@@ -78,15 +95,12 @@ int clipl_cat(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int di
 
 int clipl_stack(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int dim)
 {
-    for (int i = 0; !clipl__grad_off && srcs && dst && i < n; i++)
-        if (clipl__ag_req(srcs[i]))
-            return clipl__ag_join(1, srcs, n, dst, dim);
+    if (dst && any_requires_grad(srcs, n))
+        return clipl__ag_join(1, srcs, n, dst, dim);
     char b1[128], b2[128];
-    if (!srcs || !dst || n <= 0)
-        return clipl__err(CLIPL_EINVAL, "stack: expected a non-empty list of tensors, got %d", n);
-    for (int i = 0; i < n; i++)
-        if (!srcs[i])
-            return clipl__err(CLIPL_EINVAL, "stack: tensor %d is NULL", i);
+    int rc = check_list("stack", srcs, n, dst);
+    if (rc)
+        return rc;
     const clipl_tensor *r = srcs[0];
     int d = dim < 0 ? dim + r->ndim + 1 : dim;
     if (d < 0 || d > r->ndim || r->ndim >= CLIPL_MAX_DIMS)
@@ -102,7 +116,6 @@ int clipl_stack(const clipl_tensor *const *srcs, int n, clipl_tensor **dst, int 
     clipl_tensor **views = calloc((size_t)n, sizeof *views);
     if (!views)
         return clipl__err(CLIPL_ENOMEM, "stack: out of memory");
-    int rc = CLIPL_OK;
     for (int i = 0; i < n && !rc; i++)
         rc = clipl_tensor_unsqueeze(srcs[i], &views[i], d);
     if (!rc)
