@@ -186,6 +186,24 @@ HOT_CLONES static void vertical_u8(const uint8_t *src, size_t row_len, const coe
     }
 }
 
+/* The source rows yfirst .. yfirst + rows - 1 that output rows y0 .. y0 + crh - 1 read; when the
+ * height changes, also the vertical coefficients cv (fixed: in fixed point, for 8-bit samples). */
+static int source_rows(coeffs *cv, int h, int dh, int y0, int crh, int fixed, int *yfirst,
+                       int *rows)
+{
+    *yfirst = y0;
+    *rows = crh;
+    if (dh == h)
+        return CLIPL_OK;
+    int rc = coeffs_make(cv, h, dh, y0, crh, fixed);
+    if (rc != CLIPL_OK)
+        return rc;
+    int ylast = cv->bounds[2 * (crh - 1)] + cv->bounds[2 * (crh - 1) + 1];
+    *yfirst = cv->bounds[0];
+    *rows = ylast - *yfirst;
+    return CLIPL_OK;
+}
+
 int clipl__resample_u8(const uint8_t *src, int w, int h, int bands, int dw, int dh, int x0, int y0,
                        int cw, int crh, uint8_t *dst)
 {
@@ -196,14 +214,9 @@ int clipl__resample_u8(const uint8_t *src, int w, int h, int bands, int dw, int 
     int need_h = dw != w, need_v = dh != h;
     size_t row_len = (size_t)cw * bands;
 
-    int yfirst = y0, ylast = y0 + crh;
-    if (need_v) {
-        if ((rc = coeffs_make(&cv, h, dh, y0, crh, 1)) != CLIPL_OK)
-            goto done;
-        yfirst = cv.bounds[0];
-        ylast = cv.bounds[2 * (crh - 1)] + cv.bounds[2 * (crh - 1) + 1];
-    }
-    int rows = ylast - yfirst;
+    int yfirst, rows;
+    if ((rc = source_rows(&cv, h, dh, y0, crh, 1, &yfirst, &rows)) != CLIPL_OK)
+        goto done;
     uint8_t *hdst = need_v ? NULL : dst;
     if (need_v) {
         tmp = malloc(row_len * rows);
@@ -252,14 +265,9 @@ int clipl__resample_i32(const int32_t *src, int w, int h, int dw, int dh, int x0
     int32_t *tmp = NULL;
     int need_h = dw != w, need_v = dh != h;
 
-    int yfirst = y0, ylast = y0 + crh;
-    if (need_v) {
-        if ((rc = coeffs_make(&cv, h, dh, y0, crh, 0)) != CLIPL_OK)
-            goto done;
-        yfirst = cv.bounds[0];
-        ylast = cv.bounds[2 * (crh - 1)] + cv.bounds[2 * (crh - 1) + 1];
-    }
-    int rows = ylast - yfirst;
+    int yfirst, rows;
+    if ((rc = source_rows(&cv, h, dh, y0, crh, 0, &yfirst, &rows)) != CLIPL_OK)
+        goto done;
     int32_t *hdst = dst;
     if (need_v) {
         tmp = malloc((size_t)cw * rows * sizeof(int32_t));
