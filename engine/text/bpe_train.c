@@ -33,6 +33,25 @@ typedef struct {
     size_t mask;
 } strtab;
 
+/* A new open-addressing table of nslots (a power of two) empty (-1) slots, or NULL. */
+static int32_t *slots_new(size_t nslots)
+{
+    int32_t *slot = malloc(nslots * sizeof *slot);
+    if (slot)
+        for (size_t i = 0; i < nslots; i++)
+            slot[i] = -1;
+    return slot;
+}
+
+/* Puts id into the first free slot from hash h on (linear probing). */
+static void slots_put(int32_t *slot, size_t nslots, uint64_t h, int32_t id)
+{
+    size_t j = h & (nslots - 1);
+    while (slot[j] >= 0)
+        j = (j + 1) & (nslots - 1);
+    slot[j] = id;
+}
+
 static uint64_t hash_bytes(const char *p, size_t n)
 {
     uint64_t h = 1469598103934665603ULL;
@@ -56,17 +75,11 @@ static void strtab_free(strtab *t)
 
 static int strtab_rehash(strtab *t, size_t nslots)
 {
-    int32_t *slot = malloc(nslots * sizeof *slot);
+    int32_t *slot = slots_new(nslots);
     if (!slot)
         return -1;
-    for (size_t i = 0; i < nslots; i++)
-        slot[i] = -1;
-    for (int32_t id = 0; id < t->n; id++) {
-        size_t j = hash_bytes(t->s[id], t->len[id]) & (nslots - 1);
-        while (slot[j] >= 0)
-            j = (j + 1) & (nslots - 1);
-        slot[j] = id;
-    }
+    for (int32_t id = 0; id < t->n; id++)
+        slots_put(slot, nslots, hash_bytes(t->s[id], t->len[id]), id);
     free(t->slot);
     t->slot = slot;
     t->mask = nslots - 1;
@@ -160,17 +173,11 @@ static void pairs_free(pairs *p)
 
 static int pairs_rehash(pairs *p, size_t nslots)
 {
-    int32_t *slot = malloc(nslots * sizeof *slot);
+    int32_t *slot = slots_new(nslots);
     if (!slot)
         return -1;
-    for (size_t i = 0; i < nslots; i++)
-        slot[i] = -1;
-    for (int32_t k = 0; k < p->n; k++) {
-        size_t j = hash_u64(p->info[k].key) & (nslots - 1);
-        while (slot[j] >= 0)
-            j = (j + 1) & (nslots - 1);
-        slot[j] = k;
-    }
+    for (int32_t k = 0; k < p->n; k++)
+        slots_put(slot, nslots, hash_u64(p->info[k].key), k);
     free(p->slot);
     p->slot = slot;
     p->mask = nslots - 1;
