@@ -52,16 +52,6 @@ static void slots_put(int32_t *slot, size_t nslots, uint64_t h, int32_t id)
     slot[j] = id;
 }
 
-static uint64_t hash_bytes(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 1099511628211ULL;
-    }
-    return h ^ (h >> 29);
-}
-
 static void strtab_free(strtab *t)
 {
     for (int32_t i = 0; i < t->n; i++)
@@ -79,7 +69,7 @@ static int strtab_rehash(strtab *t, size_t nslots)
     if (!slot)
         return -1;
     for (int32_t id = 0; id < t->n; id++)
-        slots_put(slot, nslots, hash_bytes(t->s[id], t->len[id]), id);
+        slots_put(slot, nslots, clipl__hash_bytes(t->s[id], t->len[id]), id);
     free(t->slot);
     t->slot = slot;
     t->mask = nslots - 1;
@@ -91,7 +81,7 @@ static int32_t strtab_get(strtab *t, const char *s, size_t n, int add)
 {
     if (!t->slot && strtab_rehash(t, 1024))
         return -2;
-    size_t j = hash_bytes(s, n) & t->mask;
+    size_t j = clipl__hash_bytes(s, n) & t->mask;
     while (t->slot[j] >= 0) {
         int32_t id = t->slot[j];
         if (t->len[id] == n && memcmp(t->s[id], s, n) == 0)
@@ -152,15 +142,6 @@ typedef struct {
     int32_t ndirty, cdirty;
 } pairs;
 
-static uint64_t hash_u64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    return x ^ (x >> 33);
-}
-
 static void pairs_free(pairs *p)
 {
     for (int32_t i = 0; i < p->n; i++)
@@ -177,7 +158,7 @@ static int pairs_rehash(pairs *p, size_t nslots)
     if (!slot)
         return -1;
     for (int32_t k = 0; k < p->n; k++)
-        slots_put(slot, nslots, hash_u64(p->info[k].key), k);
+        slots_put(slot, nslots, clipl__hash_u64(p->info[k].key), k);
     free(p->slot);
     p->slot = slot;
     p->mask = nslots - 1;
@@ -189,7 +170,7 @@ static int32_t pairs_find(pairs *p, uint64_t key, int add)
 {
     if (!p->slot && pairs_rehash(p, 4096))
         return -2;
-    size_t j = hash_u64(key) & p->mask;
+    size_t j = clipl__hash_u64(key) & p->mask;
     while (p->slot[j] >= 0) {
         if (p->info[p->slot[j]].key == key)
             return p->slot[j];

@@ -15,6 +15,27 @@ typedef struct clipl__cps {
     size_t n, cap;
 } clipl__cps;
 
+/* Hashes of the tokenizer's and the BPE trainer's tables: FNV-1a of bytes (with a final mix),
+ * and a 64-bit finalizer (MurmurHash3's fmix64) of an integer key. */
+static inline uint64_t clipl__hash_bytes(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+static inline uint64_t clipl__hash_u64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
+}
+
 /* Makes room for need items of elem bytes in p (malloc'ed, room for *cap items; may be NULL):
  * the capacity starts at first and doubles. Returns the new array with *cap updated, or NULL
  * when realloc fails (p and *cap are left as they were). Records no error. */

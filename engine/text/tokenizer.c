@@ -35,26 +35,6 @@ enum { OPENAI_MERGES = 49152 - 256 - 2, DEFAULT_CACHE_LIMIT = 200000 };
 
 /* ---- hash maps ------------------------------------------------------------------------------ */
 
-static uint64_t hash_bytes(const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 1099511628211ULL;
-    }
-    return h ^ (h >> 29);
-}
-
-static uint64_t hash_u64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    return x ^ (x >> 33);
-}
-
 /* vocabulary string -> id */
 typedef struct {
     int32_t *slot; /* id or -1 */
@@ -131,7 +111,7 @@ static int32_t enc_find(const clipl_tokenizer *t, const char *s, size_t n)
 {
     if (!t->enc.slot)
         return -1;
-    size_t i = hash_bytes(s, n) & t->enc.mask;
+    size_t i = clipl__hash_bytes(s, n) & t->enc.mask;
     for (;;) {
         int32_t id = t->enc.slot[i];
         if (id < 0)
@@ -154,7 +134,7 @@ static int vocab_set(clipl_tokenizer *t, int32_t id, const char *s, size_t n)
     free(t->str[id]);
     t->str[id] = c;
     t->str_len[id] = (uint32_t)n;
-    size_t i = hash_bytes(s, n) & t->enc.mask;
+    size_t i = clipl__hash_bytes(s, n) & t->enc.mask;
     for (;;) {
         int32_t old = t->enc.slot[i];
         if (old < 0) {
@@ -207,7 +187,7 @@ static int pairs_alloc(clipl_tokenizer *t, size_t n_merges)
 static void pair_set(clipl_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t merged)
 {
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    size_t i = hash_u64(key) & t->ranks.mask;
+    size_t i = clipl__hash_u64(key) & t->ranks.mask;
     while (t->ranks.slot[i].key != UINT64_MAX && t->ranks.slot[i].key != key)
         i = (i + 1) & t->ranks.mask;
     t->ranks.slot[i].key = key;
@@ -218,7 +198,7 @@ static void pair_set(clipl_tokenizer *t, int32_t a, int32_t b, int32_t rank, int
 static const pair_entry *pair_get(const clipl_tokenizer *t, int32_t a, int32_t b)
 {
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    size_t i = hash_u64(key) & t->ranks.mask;
+    size_t i = clipl__hash_u64(key) & t->ranks.mask;
     for (;;) {
         const pair_entry *e = &t->ranks.slot[i];
         if (e->key == key)
@@ -998,7 +978,7 @@ static int encode(clipl_tokenizer *t, const char *text, size_t len, ivec *out, c
             out->p[out->n++] = t->eot;
             continue;
         }
-        uint64_t h = hash_bytes(tokp, n);
+        uint64_t h = clipl__hash_bytes(tokp, n);
         pthread_mutex_lock(&t->lock);
         int hit = cache_get(t, h, tokp, n, out);
         pthread_mutex_unlock(&t->lock);
