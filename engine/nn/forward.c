@@ -4,6 +4,7 @@
  * run only up to each row's end token, and the logits. The residual stream is f32; linear layers
  * and convolutions compute in the model's dtype (f32 or bf16).
  */
+#include "../ops/dnnl_util.h"
 #include "nn.h"
 
 #include <math.h>
@@ -129,10 +130,11 @@ static int prep_block(const clipl_model *m, nn_block *b, const char *prefix, int
     return CLIPL_OK;
 }
 
-/* Folds conv_w with BatchNorm bn and prepares it (stride, padding, fused ReLU) for inputs of about
- * hw x hw, in the compute dtype. */
+/* Folds conv_w with BatchNorm bn and prepares it (stride, padding, fused ReLU, applied after the
+ * residual add when the conv ends a bottleneck: residual = 1) for channels-last inputs of about
+ * batch_hint x hw x hw, in the compute dtype. */
 static int prep_conv(const clipl_model *m, nn_conv *c, const char *conv_w, const char *bn,
-                     int64_t stride, int64_t pad, int relu, int64_t hw)
+                     int64_t stride, int64_t pad, int relu, int residual, int64_t hw)
 {
     int iw = clipl__nn_find(m, conv_w);
     int ig = idx(m, "%s.%s", bn, "weight"), ib = idx(m, "%s.%s", bn, "bias");
@@ -150,7 +152,7 @@ static int prep_conv(const clipl_model *m, nn_conv *c, const char *conv_w, const
         o.stride[0] = o.stride[1] = stride;
         o.padding[0] = o.padding[1] = pad;
         o.act = relu ? CLIPL_ACT_RELU : CLIPL_ACT_NONE;
-        c->w = clipl_conv2d_prepare(w, b, m->dtype, &o, hw, hw);
+        c->w = clipl__conv2d_prepare_nhwc(w, b, m->dtype, &o, residual, m->batch_hint, hw, hw);
         if (!c->w)
             rc = clipl_errcode() ? clipl_errcode() : CLIPL_ENOMEM;
     }
@@ -205,11 +207,11 @@ int clipl__nn_prepare(clipl_model *m)
         }
     } else if (!rc) {
         int64_t r = c->image_resolution;
-        rc = prep_conv(m, &m->stem[0], "visual.conv1.weight", "visual.bn1", 2, 1, 1, r);
+        rc = prep_conv(m, &m->stem[0], "visual.conv1.weight", "visual.bn1", 2, 1, 1, 0, r);
         if (!rc)
-            rc = prep_conv(m, &m->stem[1], "visual.conv2.weight", "visual.bn2", 1, 1, 1, r / 2);
+            rc = prep_conv(m, &m->stem[1], "visual.conv2.weight", "visual.bn2", 1, 1, 1, 0, r / 2);
         if (!rc)
-            rc = prep_conv(m, &m->stem[2], "visual.conv3.weight", "visual.bn3", 1, 1, 1, r / 2);
+            rc = prep_conv(m, &m->stem[2], "visual.conv3.weight", "visual.bn3", 1, 1, 1, 0, r / 2);
         r /= 4;
         int n = 0;
         for (int l = 0; l < 4; l++)
@@ -228,18 +230,18 @@ int clipl__nn_prepare(clipl_model *m)
                 snprintf(p, sizeof p, "visual.layer%d.%d", l + 1, b);
                 nb->stride = (b == 0 && l > 0) ? 2 : 1;
                 snprintf(cw, sizeof cw, "%s.conv1.weight", p), snprintf(bn, sizeof bn, "%s.bn1", p);
-                rc = prep_conv(m, &nb->c1, cw, bn, 1, 0, 1, r);
+                rc = prep_conv(m, &nb->c1, cw, bn, 1, 0, 1, 0, r);
                 snprintf(cw, sizeof cw, "%s.conv2.weight", p), snprintf(bn, sizeof bn, "%s.bn2", p);
                 if (!rc)
-                    rc = prep_conv(m, &nb->c2, cw, bn, 1, 1, 1, r);
+                    rc = prep_conv(m, &nb->c2, cw, bn, 1, 1, 1, 0, r);
                 snprintf(cw, sizeof cw, "%s.conv3.weight", p), snprintf(bn, sizeof bn, "%s.bn3", p);
                 if (!rc)
-                    rc = prep_conv(m, &nb->c3, cw, bn, 1, 0, 0, r / nb->stride);
+                    rc = prep_conv(m, &nb->c3, cw, bn, 1, 0, 1, 1, r / nb->stride);
                 nb->has_ds = nb->stride > 1 || inplanes != planes * 4;
                 snprintf(cw, sizeof cw, "%s.downsample.0.weight", p);
                 snprintf(bn, sizeof bn, "%s.downsample.1", p);
                 if (!rc && nb->has_ds)
-                    rc = prep_conv(m, &nb->ds, cw, bn, 1, 0, 0, r / nb->stride);
+                    rc = prep_conv(m, &nb->ds, cw, bn, 1, 0, 0, 0, r / nb->stride);
                 inplanes = planes * 4;
                 r /= nb->stride;
             }
@@ -498,28 +500,35 @@ done:
     return rc;
 }
 
-static int conv_run(const nn_conv *cv, const clipl_tensor *x, clipl_tensor **dst)
+/* The ResNet tower keeps its activations channels-last (NHWC) in the compute dtype from the stem's
+ * first convolution to the attention pool: no reorders between layers. */
+
+/* dst = relu(conv(x) [+ add]) channels-last; x in any layout and float dtype. */
+static int conv_run(const nn_conv *cv, const clipl_tensor *x, const clipl_tensor *add,
+                    clipl_tensor **dst)
 {
-    return clipl_conv2d_apply(cv->w, x, dst);
+    return clipl__conv2d_apply_nhwc(cv->w, x, add, dst);
 }
 
 static int avgpool(const clipl_tensor *x, int64_t k, clipl_tensor **dst)
 {
-    return clipl_pool2d(x, dst, CLIPL_POOL_AVG, k, k, k, k, 0, 0, 0);
+    return clipl__pool2d_nhwc(x, dst, CLIPL_POOL_AVG, k, k, k, k, 0, 0, 0);
 }
 
+/* images (any float dtype) -> [N, width, R/4, R/4] channels-last in the compute dtype. */
 static int resnet_stem(const clipl_model *m, const clipl_tensor *images, clipl_tensor **dst)
 {
     clipl_tensor *x = NULL, *a = NULL, *b = NULL;
-    int rc = images->dt == m->dtype ? clipl_tensor_contiguous(images, &x)
-                                    : clipl_tensor_to(images, &x, m->dtype);
+    int rc = CLIPL_OK;
+    if (images->dt != CLIPL_F32 && images->dt != CLIPL_BF16)
+        rc = clipl_tensor_to(images, &x, m->dtype);
     if (!rc)
-        rc = conv_run(&m->stem[0], x, &a);
+        rc = conv_run(&m->stem[0], x ? x : images, NULL, &a);
     if (!rc)
-        rc = conv_run(&m->stem[1], a, &b);
+        rc = conv_run(&m->stem[1], a, NULL, &b);
     REL(a);
     if (!rc)
-        rc = conv_run(&m->stem[2], b, &a);
+        rc = conv_run(&m->stem[2], b, NULL, &a);
     if (!rc)
         rc = avgpool(a, 2, dst);
     clipl_tensor_release(x);
@@ -528,13 +537,14 @@ static int resnet_stem(const clipl_model *m, const clipl_tensor *images, clipl_t
     return rc;
 }
 
-/* x in the compute dtype. */
+/* x in the compute dtype (channels-last, or any layout, reordered by the first convolutions); dst
+ * channels-last. The residual add and the final ReLU run inside conv3 as post-ops. */
 static int bottleneck(const nn_bottleneck *nb, const clipl_tensor *x, clipl_tensor **dst)
 {
     clipl_tensor *a = NULL, *b = NULL, *id = NULL, *idp = NULL;
-    int rc = conv_run(&nb->c1, x, &a);
+    int rc = conv_run(&nb->c1, x, NULL, &a);
     if (!rc)
-        rc = conv_run(&nb->c2, a, &b);
+        rc = conv_run(&nb->c2, a, NULL, &b);
     REL(a);
     if (!rc && nb->stride > 1) {
         rc = avgpool(b, nb->stride, &a);
@@ -542,9 +552,6 @@ static int bottleneck(const nn_bottleneck *nb, const clipl_tensor *x, clipl_tens
         b = a;
         a = NULL;
     }
-    if (!rc)
-        rc = conv_run(&nb->c3, b, &a);
-    REL(b);
     if (!rc && nb->has_ds) {
         const clipl_tensor *src = x;
         if (nb->stride > 1) {
@@ -552,51 +559,75 @@ static int bottleneck(const nn_bottleneck *nb, const clipl_tensor *x, clipl_tens
             src = idp;
         }
         if (!rc)
-            rc = conv_run(&nb->ds, src, &id);
+            rc = conv_run(&nb->ds, src, NULL, &id);
     }
     if (!rc)
-        rc = clipl_add_(a, nb->has_ds ? id : x, 1.0);
-    if (!rc)
-        rc = clipl_eltwise_(a, CLIPL_ACT_RELU, 0, 0);
+        rc = conv_run(&nb->c3, b, nb->has_ds ? id : x, dst);
+    clipl_tensor_release(b);
     clipl_tensor_release(id);
     clipl_tensor_release(idp);
-    if (rc)
-        clipl_tensor_release(a);
-    else
-        *dst = a;
     return rc;
 }
 
+/* Element (i, c, y, x) of src (f32 or bf16, any strides) as f32. */
+static inline float at_f32(const clipl_tensor *src, int64_t off)
+{
+    if (src->dt == CLIPL_BF16)
+        return clipl__bf16_to_f32(((const uint16_t *)src->ptr)[off]);
+    return ((const float *)src->ptr)[off];
+}
+
+/* src [N, C, H, W] (the tower's output: channels-last, compute dtype; any layout works). */
 static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor **dst)
 {
     const clipl_model_config *c = &m->cfg;
-    clipl_tensor *x = NULL, *tok = NULL, *q0 = NULL, *q = NULL, *k = NULL, *v = NULL, *qh = NULL,
-                 *kh = NULL, *vh = NULL, *a = NULL, *am = NULL;
-    int64_t n = src->shape[0], ch = src->shape[1], hw = src->shape[2] * src->shape[3], s = hw + 1;
+    clipl_tensor *tok = NULL, *q0 = NULL, *q = NULL, *k = NULL, *v = NULL, *qh = NULL, *kh = NULL,
+                 *vh = NULL, *a = NULL, *am = NULL;
+    int64_t n = src->shape[0], ch = src->shape[1], w = src->shape[3], hw = src->shape[2] * w;
+    int64_t s = hw + 1;
     int heads = c->vision_heads;
-    int rc = read_f32(src, &x);
-    if (rc)
+    int rc = CLIPL_OK;
+    if (src->dt != CLIPL_F32 && src->dt != CLIPL_BF16) {
+        rc = clipl__err(CLIPL_EINVAL, "attnpool: src must be f32 or bf16, got %s",
+                        clipl_dtype_name(src->dt));
         goto done;
+    }
     tok = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, s, ch});
     q0 = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, 1, ch});
     if (!tok || !q0) {
         rc = clipl_errcode();
         goto done;
     }
-    const float *xi = x->ptr, *pos = nn_p(m, m->ap_pos)->ptr;
+    double *sums = calloc((size_t)(n * ch), sizeof *sums);
+    if (!sums) {
+        rc = clipl__err(CLIPL_ENOMEM, "attnpool: out of memory");
+        goto done;
+    }
+    /* tokens [N, 1 + HW, C] = (mean over HW, then each position) + positional embedding; a
+     * channels-last src is read row by row */
+    const float *pos = nn_p(m, m->ap_pos)->ptr;
+    const int64_t *st = src->strides;
     float *to = tok->ptr, *qo = q0->ptr;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t cc = 0; cc < ch; cc++) {
-            const float *row = xi + (i * ch + cc) * hw;
-            double sum = 0;
-            for (int64_t j = 0; j < hw; j++) {
-                sum += row[j];
-                to[(i * s + 1 + j) * ch + cc] = row[j] + pos[(1 + j) * ch + cc];
+#pragma omp parallel for if (n * ch * hw > 65536) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float *t0 = to + i * s * ch;
+        double *sum = sums + i * ch;
+        for (int64_t j = 0; j < hw; j++) {
+            int64_t base = i * st[0] + (j / w) * st[2] + (j % w) * st[3];
+            float *row = t0 + (1 + j) * ch;
+            const float *prow = pos + (1 + j) * ch;
+            for (int64_t cc = 0; cc < ch; cc++) {
+                float x = at_f32(src, base + cc * st[1]);
+                sum[cc] += x;
+                row[cc] = x + prow[cc];
             }
-            float mean = (float)(sum / (double)hw);
-            to[(i * s) * ch + cc] = mean + pos[cc];
-            qo[i * ch + cc] = mean + pos[cc];
         }
+        for (int64_t cc = 0; cc < ch; cc++) {
+            t0[cc] = (float)(sum[cc] / (double)hw) + pos[cc];
+            qo[i * ch + cc] = t0[cc];
+        }
+    }
+    free(sums);
     clipl_tensor *tc = NULL, *qc = NULL;
     rc = to_compute(m, tok, &tc);
     if (!rc)
@@ -631,7 +662,7 @@ static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor 
     }
     clipl_tensor_release(o);
 done:
-    clipl_tensor_release(x), clipl_tensor_release(tok), clipl_tensor_release(q0);
+    clipl_tensor_release(tok), clipl_tensor_release(q0);
     clipl_tensor_release(q), clipl_tensor_release(k), clipl_tensor_release(v);
     clipl_tensor_release(qh), clipl_tensor_release(kh), clipl_tensor_release(vh);
     clipl_tensor_release(a), clipl_tensor_release(am);

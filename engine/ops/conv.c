@@ -2,7 +2,9 @@
  * conv.c - 2-d convolution (NCHW, groups, stride, padding, dilation, bias, fused activation) on
  * oneDNN's convolution primitive. The primitive picks its own (blocked) layouts; src and dst are
  * reordered to and from them around the call, weights too unless they were prepared once with
- * clipl_conv2d_prepare.
+ * clipl_conv2d_prepare. The channels-last variant (clipl__conv2d_apply_nhwc) keeps activations in
+ * NHWC, the layout oneDNN's brgemm convolutions run on, and fuses a residual add before the
+ * activation, so a ResNet tower converts its layout only at the ends.
  */
 #include "../autograd/autograd.h"
 #include "dnnl_util.h"
@@ -100,9 +102,14 @@ static int plain_wmd(dnnl_memory_desc_t *md, const geom *G, int dtype, const cha
 }
 
 /* The cached primitive for src [N, C, H, W] of dtype sdt, weights of dtype wdt, f32 bias or none
- * and dst of dtype ddt, all layouts chosen by oneDNN. */
+ * and dst of dtype ddt. Layouts are chosen by oneDNN, except src and dst with nhwc (channels-last)
+ * and the weights when wfix is not NULL (the layout they were prepared in: oneDNN picks a kernel
+ * for it unless only its reference kernel takes it, then the layout is free again, and the weights
+ * are reordered per call); add: a binary add post-op of a dst-shaped tensor in dst's layout and
+ * dtype, before act. */
 static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int wdt, int ddt,
-                              bool bias, const char *op)
+                              bool bias, int nhwc, int add, const dnnl_memory_desc_t *wfix,
+                              const char *op)
 {
     int64_t OH = (sdims[2] + 2 * G->ph - ((G->KH - 1) * G->dh + 1)) / G->sh + 1;
     int64_t OW = (sdims[3] + 2 * G->pw - ((G->KW - 1) * G->dw + 1)) / G->sw + 1;
@@ -118,6 +125,8 @@ static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int 
     clipl__key_add(&k, G->KH * 65536 + G->KW);
     clipl__key_add(&k, G->g);
     clipl__key_add(&k, ((sdt * 16 + wdt) * 16 + ddt) * 2 + (bias ? 1 : 0));
+    clipl__key_add(&k, nhwc * 2 + add);
+    clipl__key_md(&k, wfix);
     for (int i = 0; i < 2; i++) {
         clipl__key_add(&k, strides[i]);
         clipl__key_add(&k, dil[i]);
@@ -137,9 +146,10 @@ static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int 
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    int rc = clipl__dnnl_check(
-        dnnl_memory_desc_init_by_tag(&sany, 4, sd, clipl__dnnl_dt(sdt), dnnl_format_tag_any), op,
-        "src descriptor");
+    dnnl_format_tag_t act_tag = nhwc ? dnnl_acdb : dnnl_format_tag_any;
+    int rc =
+        clipl__dnnl_check(dnnl_memory_desc_init_by_tag(&sany, 4, sd, clipl__dnnl_dt(sdt), act_tag),
+                          op, "src descriptor");
     if (!rc)
         rc = clipl__dnnl_check(
             dnnl_memory_desc_init_by_tag(&wany, G->g == 1 ? 4 : 5, G->g == 1 ? wd4 : wd5,
@@ -147,25 +157,42 @@ static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int 
             op, "weights descriptor");
     if (!rc)
         rc = clipl__dnnl_check(
-            dnnl_memory_desc_init_by_tag(&dany, 4, dd, clipl__dnnl_dt(ddt), dnnl_format_tag_any),
-            op, "dst descriptor");
+            dnnl_memory_desc_init_by_tag(&dany, 4, dd, clipl__dnnl_dt(ddt), act_tag), op,
+            "dst descriptor");
     if (!rc && bias)
         rc = clipl__dnnl_check(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), op,
                                "bias descriptor");
     if (!rc)
-        rc = clipl__dnnl_check(dnnl_dilated_convolution_forward_desc_init(
-                                   &desc, dnnl_forward_inference, dnnl_convolution_direct, &sany,
-                                   &wany, bias ? &bmd : NULL, &dany, strides, dil, pad, pad),
-                               op, "convolution descriptor");
-    if (!rc)
         rc = clipl__dnnl_check(dnnl_post_ops_create(&po), op, "post-ops");
+    if (!rc && add)
+        rc = clipl__dnnl_check(dnnl_post_ops_append_binary(po, dnnl_binary_add, &dany), op,
+                               "residual add post-op");
     if (!rc)
         rc = clipl__dnnl_append_act(po, G->act, G->alpha, G->beta, op);
     if (!rc)
         rc = clipl__dnnl_attr(&attr, po, op);
-    if (!rc)
-        rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
-                               "convolution primitive descriptor");
+    for (int fixed = wfix != NULL; !rc; fixed = 0) {
+        rc = clipl__dnnl_check(dnnl_dilated_convolution_forward_desc_init(
+                                   &desc, dnnl_forward_inference, dnnl_convolution_direct, &sany,
+                                   fixed ? wfix : &wany, bias ? &bmd : NULL, &dany, strides, dil,
+                                   pad, pad),
+                               op, "convolution descriptor");
+        if (!rc)
+            rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
+                                   "convolution primitive descriptor");
+        if (!fixed)
+            break;
+        const char *impl = NULL;
+        if (!rc &&
+            dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+            impl && strncmp(impl, "ref", 3) != 0)
+            break;
+        if (!rc)
+            dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
+        rc = CLIPL_OK;
+        clipl_errclear();
+    }
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     if (po)
@@ -175,12 +202,20 @@ static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int 
     return clipl__prim_put(&k, pd, op);
 }
 
-/* dst = conv(src, weights at wptr described by wmd) + bias (f32 [O] or NULL). src is checked,
- * contiguous and of dtype wdt; dst gets dtype ddt. */
-static int conv_run(const geom *G, const clipl_tensor *src, int wdt, const dnnl_memory_desc_t *wmd,
-                    void *wptr, const float *bias, int ddt, clipl_tensor **dst, const char *op)
+/* How conv_run lays out and finishes dst. */
+typedef struct conv_out {
+    int nhwc;                /* src and dst channels-last (else dst contiguous NCHW) */
+    const clipl_tensor *add; /* NULL or [N, O, OH, OW] in dst's dtype, added before the act */
+    const dnnl_memory_desc_t *wfix; /* prepared weights: keep their layout when a kernel takes it */
+} conv_out;
+
+/* dst = conv(src, weights at wptr described by wmd) + bias (f32 [O] or NULL). src is checked, of
+ * dtype sdt (or reordered into it) and any strides; dst gets dtype ddt. */
+static int conv_run(const geom *G, const clipl_tensor *src, int sdt, int wdt,
+                    const dnnl_memory_desc_t *wmd, void *wptr, const float *bias, int ddt,
+                    const conv_out *co, clipl_tensor **dst, const char *op)
 {
-    char s1[96];
+    char s1[96], s2[96];
     int64_t N = src->shape[0], H = src->shape[2], W = src->shape[3];
     int64_t eh = (G->KH - 1) * G->dh + 1, ew = (G->KW - 1) * G->dw + 1;
     if (H + 2 * G->ph < eh || W + 2 * G->pw < ew)
@@ -191,7 +226,16 @@ static int conv_run(const geom *G, const clipl_tensor *src, int wdt, const dnnl_
                           clipl__tshape(s1, sizeof s1, src));
     int64_t OH = (H + 2 * G->ph - eh) / G->sh + 1, OW = (W + 2 * G->pw - ew) / G->sw + 1;
     int64_t oshape[4] = {N, G->O, OH, OW};
-    clipl_tensor *out = clipl_tensor_empty(ddt, 4, oshape);
+    const clipl_tensor *add = co->add;
+    if (add && (add->ndim != 4 || add->dt != ddt || memcmp(add->shape, oshape, sizeof oshape)))
+        return clipl__err(
+            CLIPL_ESHAPE, "%s: residual [%s] %s does not match dst [%lldx%lldx%lldx%lld] %s", op,
+            clipl__tshape(s2, sizeof s2, add), clipl_dtype_name(add->dt), (long long)N,
+            (long long)G->O, (long long)OH, (long long)OW, clipl_dtype_name(ddt));
+    if (add && G->C == 0)
+        return clipl__err(CLIPL_EUNSUPPORTED, "%s: residual add with no input channels", op);
+    clipl_tensor *out =
+        co->nhwc ? clipl__tensor_empty_nhwc(ddt, oshape) : clipl_tensor_empty(ddt, 4, oshape);
     if (!out)
         return clipl_errcode();
     int rc = CLIPL_OK;
@@ -201,14 +245,16 @@ static int conv_run(const geom *G, const clipl_tensor *src, int wdt, const dnnl_
         *dst = out;
         return rc;
     }
-    dnnl_memory_desc_t smd, dmd, bmd;
+    dnnl_memory_desc_t smd, dmd, bmd, amd;
     int64_t bsh[1] = {G->O}, bst[1] = {1};
     if ((rc = clipl__dnnl_md(&smd, src, op)) || (rc = clipl__dnnl_md(&dmd, out, op)) ||
-        (bias && (rc = clipl__dnnl_md_dims(&bmd, 1, bsh, bst, CLIPL_F32, op)))) {
+        (bias && (rc = clipl__dnnl_md_dims(&bmd, 1, bsh, bst, CLIPL_F32, op))) ||
+        (add && (rc = clipl__dnnl_md(&amd, add, op)))) {
         clipl_tensor_release(out);
         return rc;
     }
-    clipl__prim *p = conv_prim(G, src->shape, src->dt, wdt, ddt, bias != NULL, op);
+    clipl__prim *p =
+        conv_prim(G, src->shape, sdt, wdt, ddt, bias != NULL, co->nhwc, add != NULL, co->wfix, op);
     if (!p) {
         clipl_tensor_release(out);
         return clipl_errcode();
@@ -217,17 +263,21 @@ static int conv_run(const geom *G, const clipl_tensor *src, int wdt, const dnnl_
     const dnnl_memory_desc_t *want_w =
         dnnl_primitive_desc_query_md(p->pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *want_d = dnnl_primitive_desc_query_md(p->pd, dnnl_query_dst_md, 0);
-    staged ss = {0}, ws = {0}, ds = {0};
+    staged ss = {0}, ws = {0}, ds = {0}, as = {0};
     if (!(rc = stage(&ss, &smd, src->ptr, want_s, 1, op)) &&
         !(rc = stage(&ws, wmd, wptr, want_w, 1, op)) &&
-        !(rc = stage(&ds, &dmd, out->ptr, want_d, 0, op))) {
-        clipl__arg args[4];
+        !(rc = stage(&ds, &dmd, out->ptr, want_d, 0, op)) &&
+        !(rc = add ? stage(&as, &amd, add->ptr, want_d, 1, op) : CLIPL_OK)) {
+        clipl__arg args[5];
         int n = 0;
         args[n++] = (clipl__arg){DNNL_ARG_SRC, ss.md, ss.ptr};
         args[n++] = (clipl__arg){DNNL_ARG_WEIGHTS, ws.md, ws.ptr};
         if (bias)
             args[n++] = (clipl__arg){DNNL_ARG_BIAS, &bmd, (void *)bias};
         args[n++] = (clipl__arg){DNNL_ARG_DST, ds.md, ds.ptr};
+        if (add)
+            args[n++] =
+                (clipl__arg){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, as.md, as.ptr};
         rc = clipl__prim_exec(p, n, args, op);
         if (!rc && ds.tmp)
             rc = clipl__dnnl_reorder(ds.md, ds.ptr, &dmd, out->ptr, op);
@@ -235,6 +285,7 @@ static int conv_run(const geom *G, const clipl_tensor *src, int wdt, const dnnl_
     unstage(&ss);
     unstage(&ws);
     unstage(&ds);
+    unstage(&as);
     clipl__prim_release(p);
     if (rc) {
         clipl_tensor_release(out);
@@ -244,9 +295,8 @@ static int conv_run(const geom *G, const clipl_tensor *src, int wdt, const dnnl_
     return CLIPL_OK;
 }
 
-/* Checks src against the geometry; *sc receives a contiguous copy in dtype (or src itself). */
-static int src_prepare(const clipl_tensor *src, const geom *G, int dtype, clipl_tensor **sc,
-                       const char *op, const char *wshape)
+/* Checks src against the geometry. */
+static int src_check(const clipl_tensor *src, const geom *G, const char *op, const char *wshape)
 {
     char s1[96];
     int rc = clipl__dnnl_check_float(src, op, "src");
@@ -258,6 +308,16 @@ static int src_prepare(const clipl_tensor *src, const geom *G, int dtype, clipl_
                           "groups %lld (expected [N, %lld, H, W])",
                           op, clipl__tshape(s1, sizeof s1, src), wshape, (long long)G->g,
                           (long long)G->C);
+    return CLIPL_OK;
+}
+
+/* Checks src; *sc receives a contiguous copy in dtype (or src itself). */
+static int src_prepare(const clipl_tensor *src, const geom *G, int dtype, clipl_tensor **sc,
+                       const char *op, const char *wshape)
+{
+    int rc = src_check(src, G, op, wshape);
+    if (rc)
+        return rc;
     if (src->dt == dtype)
         return clipl_tensor_contiguous(src, sc);
     return clipl_tensor_to(src, sc, dtype);
@@ -293,7 +353,8 @@ int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const cli
         (bias && (rc = clipl_tensor_to(bias, &bc, CLIPL_F32))) ||
         (rc = plain_wmd(&wmd, &G, weights->dt, op)))
         goto done;
-    rc = conv_run(&G, sc, weights->dt, &wmd, wc->ptr, bc ? bc->ptr : NULL, src->dt, dst, op);
+    rc = conv_run(&G, sc, sc->dt, weights->dt, &wmd, wc->ptr, bc ? bc->ptr : NULL, src->dt,
+                  &(conv_out){0, NULL, NULL}, dst, op);
 done:
     clipl_tensor_release(sc);
     clipl_tensor_release(wc);
@@ -306,6 +367,7 @@ done:
 struct clipl_conv2d_weights {
     geom G;
     int dt;
+    int nhwc;               /* prepared for clipl__conv2d_apply_nhwc */
     dnnl_memory_desc_t wmd; /* the layout the primitive chose for the hinted input size */
     void *w;
     size_t w_bytes;
@@ -313,9 +375,9 @@ struct clipl_conv2d_weights {
     char wshape[96];
 };
 
-clipl_conv2d_weights *clipl_conv2d_prepare(const clipl_tensor *weights, const clipl_tensor *bias,
-                                           int dtype, const clipl_conv2d_opts *opts, int64_t h_hint,
-                                           int64_t w_hint)
+static clipl_conv2d_weights *prepare(const clipl_tensor *weights, const clipl_tensor *bias,
+                                     int dtype, const clipl_conv2d_opts *opts, int nhwc, int add,
+                                     int64_t n_hint, int64_t h_hint, int64_t w_hint)
 {
     const char *op = "conv2d_prepare";
     char s1[96];
@@ -346,9 +408,11 @@ clipl_conv2d_weights *clipl_conv2d_prepare(const clipl_tensor *weights, const cl
         goto fail;
     }
     cw->dt = dtype;
+    cw->nhwc = nhwc;
     clipl__tshape(cw->wshape, sizeof cw->wshape, weights);
     int64_t eh = (cw->G.KH - 1) * cw->G.dh + 1, ew = (cw->G.KW - 1) * cw->G.dw + 1;
-    int64_t sdims[4] = {1, cw->G.C, h_hint > 0 ? h_hint : 56, w_hint > 0 ? w_hint : 56};
+    int64_t sdims[4] = {n_hint > 0 ? n_hint : 1, cw->G.C, h_hint > 0 ? h_hint : 56,
+                        w_hint > 0 ? w_hint : 56};
     if (sdims[2] + 2 * cw->G.ph < eh)
         sdims[2] = eh;
     if (sdims[3] + 2 * cw->G.pw < ew)
@@ -362,7 +426,7 @@ clipl_conv2d_weights *clipl_conv2d_prepare(const clipl_tensor *weights, const cl
     dnnl_memory_desc_t pmd;
     if (plain_wmd(&pmd, &cw->G, dtype, op))
         goto fail;
-    if (!(p = conv_prim(&cw->G, sdims, dtype, dtype, dtype, bias != NULL, op)))
+    if (!(p = conv_prim(&cw->G, sdims, dtype, dtype, dtype, bias != NULL, nhwc, add, NULL, op)))
         goto fail;
     cw->wmd = *dnnl_primitive_desc_query_md(p->pd, dnnl_query_weights_md, 0);
     clipl__prim_release(p);
@@ -388,6 +452,21 @@ fail:
     return NULL;
 }
 
+clipl_conv2d_weights *clipl_conv2d_prepare(const clipl_tensor *weights, const clipl_tensor *bias,
+                                           int dtype, const clipl_conv2d_opts *opts, int64_t h_hint,
+                                           int64_t w_hint)
+{
+    return prepare(weights, bias, dtype, opts, 0, 0, 1, h_hint, w_hint);
+}
+
+clipl_conv2d_weights *clipl__conv2d_prepare_nhwc(const clipl_tensor *weights,
+                                                 const clipl_tensor *bias, int dtype,
+                                                 const clipl_conv2d_opts *opts, int residual,
+                                                 int64_t n_hint, int64_t h_hint, int64_t w_hint)
+{
+    return prepare(weights, bias, dtype, opts, 1, residual != 0, n_hint, h_hint, w_hint);
+}
+
 void clipl_conv2d_weights_free(clipl_conv2d_weights *cw)
 {
     if (!cw)
@@ -411,7 +490,24 @@ int clipl_conv2d_apply(const clipl_conv2d_weights *cw, const clipl_tensor *src, 
     int rc = src_prepare(src, &cw->G, cw->dt, &sc, op, cw->wshape);
     if (rc)
         return rc;
-    rc = conv_run(&cw->G, sc, cw->dt, &cw->wmd, cw->w, cw->bias, src->dt, dst, op);
+    rc = conv_run(&cw->G, sc, sc->dt, cw->dt, &cw->wmd, cw->w, cw->bias, src->dt,
+                  &(conv_out){0, NULL, &cw->wmd}, dst, op);
     clipl_tensor_release(sc);
     return rc;
+}
+
+int clipl__conv2d_apply_nhwc(const clipl_conv2d_weights *cw, const clipl_tensor *src,
+                             const clipl_tensor *add, clipl_tensor **dst)
+{
+    const char *op = "conv2d";
+    if (!cw)
+        return clipl__err(CLIPL_EINVAL, "%s: NULL weights", op);
+    if (!cw->nhwc)
+        return clipl__err(CLIPL_EINVAL, "%s: weights not prepared for channels-last", op);
+    int rc = src_check(src, &cw->G, op, cw->wshape);
+    if (rc)
+        return rc;
+    /* src of any layout and float dtype is reordered straight into channels-last cw->dt */
+    return conv_run(&cw->G, src, cw->dt, cw->dt, &cw->wmd, cw->w, cw->bias, cw->dt,
+                    &(conv_out){1, add, &cw->wmd}, dst, op);
 }

@@ -648,3 +648,28 @@ int clipl__matmul_run(const clipl__mm *mm, const char *op)
     clipl__prim_release(p);
     return rc;
 }
+
+/* ---- channels-last tensors ------------------------------------------------------------------ */
+
+clipl_tensor *clipl__tensor_empty_nhwc(int dtype, const int64_t *shape)
+{
+    int64_t nhwc[4] = {shape[0], shape[2], shape[3], shape[1]};
+    clipl_tensor *t = clipl_tensor_empty(dtype, 4, nhwc), *v = NULL;
+    if (!t)
+        return NULL;
+    int rc = clipl_tensor_permute(t, &v, 4, (const int[]){0, 3, 1, 2});
+    clipl_tensor_release(t);
+    return rc ? NULL : v;
+}
+
+int clipl__tensor_is_nhwc(const clipl_tensor *t)
+{
+    if (t->ndim != 4)
+        return 0;
+    const int64_t *s = t->shape, *st = t->strides;
+    int64_t want[4] = {s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]};
+    for (int i = 0; i < 4; i++)
+        if (s[i] != 1 && st[i] != want[i])
+            return 0;
+    return 1;
+}

@@ -1,5 +1,6 @@
 /*
- * pool.c - 2-d max and average pooling on oneDNN's pooling primitive (NCHW).
+ * pool.c - 2-d max and average pooling on oneDNN's pooling primitive (NCHW, or channels-last kept
+ * channels-last for the ResNet tower).
  */
 #include "../autograd/autograd.h"
 #include "dnnl_util.h"
@@ -17,11 +18,9 @@ static int64_t pool_out(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mo
     return o;
 }
 
-int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t kh, int64_t kw,
-                 int64_t sh, int64_t sw, int64_t ph, int64_t pw, int ceil_mode)
+static int pool_run(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t kh, int64_t kw,
+                    int64_t sh, int64_t sw, int64_t ph, int64_t pw, int ceil_mode, int keep_nhwc)
 {
-    if (CLIPL__AG_ON1(src))
-        return clipl__ag_pool2d(src, dst, kind, kh, kw, sh, sw, ph, pw, ceil_mode);
     const char *op = kind == CLIPL_POOL_MAX ? "max_pool2d" : "avg_pool2d";
     int rc = clipl__dnnl_check_float(src, op, "src");
     if (rc)
@@ -67,17 +66,21 @@ int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t 
                           "supported",
                           op);
     int64_t oshape[4] = {src->shape[0], src->shape[1], OH, OW};
-    clipl_tensor *sc = NULL, *out = clipl_tensor_empty(src->dt, 4, oshape);
+    int nhwc = keep_nhwc && clipl__tensor_is_nhwc(src);
+    clipl_tensor *sc = NULL;
+    clipl_tensor *out =
+        nhwc ? clipl__tensor_empty_nhwc(src->dt, oshape) : clipl_tensor_empty(src->dt, 4, oshape);
     if (!out)
         return clipl_errcode();
     if (clipl_tensor_numel(out) == 0) {
         *dst = out;
         return CLIPL_OK;
     }
-    if ((rc = clipl_tensor_contiguous(src, &sc)))
+    if (!nhwc && (rc = clipl_tensor_contiguous(src, &sc)))
         goto fail;
+    const clipl_tensor *in = nhwc ? src : sc;
     dnnl_memory_desc_t smd, dmd;
-    if ((rc = clipl__dnnl_md(&smd, sc, op)) || (rc = clipl__dnnl_md(&dmd, out, op)))
+    if ((rc = clipl__dnnl_md(&smd, in, op)) || (rc = clipl__dnnl_md(&dmd, out, op)))
         goto fail;
     dnnl_alg_kind_t alg = kind == CLIPL_POOL_MAX   ? dnnl_pooling_max
                           : kind == CLIPL_POOL_AVG ? dnnl_pooling_avg_include_padding
@@ -121,7 +124,7 @@ int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t 
             goto fail;
         }
     }
-    clipl__arg args[2] = {{DNNL_ARG_SRC, &smd, sc->ptr}, {DNNL_ARG_DST, &dmd, out->ptr}};
+    clipl__arg args[2] = {{DNNL_ARG_SRC, &smd, in->ptr}, {DNNL_ARG_DST, &dmd, out->ptr}};
     rc = clipl__prim_exec(p, 2, args, op);
     clipl__prim_release(p);
     if (rc)
@@ -133,4 +136,18 @@ fail:
     clipl_tensor_release(sc);
     clipl_tensor_release(out);
     return rc;
+}
+
+int clipl_pool2d(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t kh, int64_t kw,
+                 int64_t sh, int64_t sw, int64_t ph, int64_t pw, int ceil_mode)
+{
+    if (CLIPL__AG_ON1(src))
+        return clipl__ag_pool2d(src, dst, kind, kh, kw, sh, sw, ph, pw, ceil_mode);
+    return pool_run(src, dst, kind, kh, kw, sh, sw, ph, pw, ceil_mode, 0);
+}
+
+int clipl__pool2d_nhwc(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t kh,
+                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int ceil_mode)
+{
+    return pool_run(src, dst, kind, kh, kw, sh, sw, ph, pw, ceil_mode, 1);
 }
