@@ -25,9 +25,9 @@
 #endif
 
 enum {
-    BLOCK = 512, /* elements per inner block (stays in L1) */
-    PARALLEL_MIN = 32768
-}; /* fewer elements run on one thread */
+    BLOCK = 512,         /* elements per inner block (stays in L1) */
+    PARALLEL_MIN = 32768 /* fewer elements run on one thread */
+};
 
 /* ---- element kernels ---- */
 
