@@ -503,11 +503,11 @@ done:
 /* The ResNet tower keeps its activations channels-last (NHWC) in the compute dtype from the stem's
  * first convolution to the attention pool: no reorders between layers. */
 
-/* dst = relu(conv(x) [+ add]) channels-last; x in any layout and float dtype. */
-static int conv_run(const nn_conv *cv, const clipl_tensor *x, const clipl_tensor *add,
-                    clipl_tensor **dst)
+/* dst = act(conv(x) [+ acc]) channels-last; x in any layout and float dtype; acc (the residual)
+ * is overwritten and becomes dst. */
+static int conv_run(const nn_conv *cv, const clipl_tensor *x, clipl_tensor *acc, clipl_tensor **dst)
 {
-    return clipl__conv2d_apply_nhwc(cv->w, x, add, dst);
+    return clipl__conv2d_apply_nhwc(cv->w, x, acc, dst);
 }
 
 static int avgpool(const clipl_tensor *x, int64_t k, clipl_tensor **dst)
@@ -538,8 +538,10 @@ static int resnet_stem(const clipl_model *m, const clipl_tensor *images, clipl_t
 }
 
 /* x in the compute dtype (channels-last, or any layout, reordered by the first convolutions); dst
- * channels-last. The residual add and the final ReLU run inside conv3 as post-ops. */
-static int bottleneck(const nn_bottleneck *nb, const clipl_tensor *x, clipl_tensor **dst)
+ * channels-last. conv3 adds its output to the identity in place and applies the final ReLU (sum
+ * and eltwise post-ops). x_private: nobody reads x after the call, so a channels-last x may hold
+ * that sum (dst is then x); else the identity is a copy. */
+static int bottleneck(const nn_bottleneck *nb, clipl_tensor *x, int x_private, clipl_tensor **dst)
 {
     clipl_tensor *a = NULL, *b = NULL, *id = NULL, *idp = NULL;
     int rc = conv_run(&nb->c1, x, NULL, &a);
@@ -561,8 +563,14 @@ static int bottleneck(const nn_bottleneck *nb, const clipl_tensor *x, clipl_tens
         if (!rc)
             rc = conv_run(&nb->ds, src, NULL, &id);
     }
+    if (!rc && !nb->has_ds) {
+        if (x_private && clipl__tensor_is_nhwc(x))
+            id = clipl_tensor_retain(x);
+        else
+            rc = clipl__tensor_to_nhwc(x, x->dt, &id);
+    }
     if (!rc)
-        rc = conv_run(&nb->c3, b, nb->has_ds ? id : x, dst);
+        rc = conv_run(&nb->c3, b, id, dst);
     clipl_tensor_release(b);
     clipl_tensor_release(id);
     clipl_tensor_release(idp);
@@ -712,7 +720,7 @@ static int encode_image(const clipl_model *m, const clipl_tensor *images, int nf
         if (m->cfg.vision_kind == CLIPL_VISION_VIT) {
             rc = block_run(m, &m->vblocks[i], m->cfg.vision_heads, x, 0);
         } else {
-            rc = bottleneck(&m->rblocks[i], x, &y);
+            rc = bottleneck(&m->rblocks[i], x, 1, &y);
             clipl_tensor_release(x);
             x = y;
             y = NULL;
@@ -1107,7 +1115,7 @@ int clipl_model_block_forward(const clipl_model *m, int tower, int i, const clip
         rc = src->dt == m->dtype ? clipl_tensor_contiguous(src, &x)
                                  : clipl_tensor_to(src, &x, m->dtype);
         if (!rc)
-            rc = bottleneck(&m->rblocks[i], x, &y);
+            rc = bottleneck(&m->rblocks[i], x, 0, &y);
         if (!rc)
             rc = read_f32(y, dst);
         clipl_tensor_release(x);

@@ -3,8 +3,8 @@
  * oneDNN's convolution primitive. The primitive picks its own (blocked) layouts; src and dst are
  * reordered to and from them around the call, weights too unless they were prepared once with
  * clipl_conv2d_prepare. The channels-last variant (clipl__conv2d_apply_nhwc) keeps activations in
- * NHWC, the layout oneDNN's brgemm convolutions run on, and fuses a residual add before the
- * activation, so a ResNet tower converts its layout only at the ends.
+ * NHWC, the layout oneDNN's brgemm convolutions run on, and adds the result to a residual in place
+ * before the activation, so a ResNet tower converts its layout only at the ends.
  */
 #include "../autograd/autograd.h"
 #include "dnnl_util.h"
@@ -105,10 +105,9 @@ static int plain_wmd(dnnl_memory_desc_t *md, const geom *G, int dtype, const cha
  * and dst of dtype ddt. Layouts are chosen by oneDNN, except src and dst with nhwc (channels-last)
  * and the weights when wfix is not NULL (the layout they were prepared in: oneDNN picks a kernel
  * for it unless only its reference kernel takes it, then the layout is free again, and the weights
- * are reordered per call); add: a binary add post-op of a dst-shaped tensor in dst's layout and
- * dtype, before act. */
+ * are reordered per call); sum: dst's contents are added before act (sum post-op). */
 static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int wdt, int ddt,
-                              bool bias, int nhwc, int add, const dnnl_memory_desc_t *wfix,
+                              bool bias, int nhwc, int sum, const dnnl_memory_desc_t *wfix,
                               const char *op)
 {
     int64_t OH = (sdims[2] + 2 * G->ph - ((G->KH - 1) * G->dh + 1)) / G->sh + 1;
@@ -125,7 +124,7 @@ static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int 
     clipl__key_add(&k, G->KH * 65536 + G->KW);
     clipl__key_add(&k, G->g);
     clipl__key_add(&k, ((sdt * 16 + wdt) * 16 + ddt) * 2 + (bias ? 1 : 0));
-    clipl__key_add(&k, nhwc * 2 + add);
+    clipl__key_add(&k, nhwc * 2 + sum);
     clipl__key_md(&k, wfix);
     for (int i = 0; i < 2; i++) {
         clipl__key_add(&k, strides[i]);
@@ -164,9 +163,8 @@ static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int 
                                "bias descriptor");
     if (!rc)
         rc = clipl__dnnl_check(dnnl_post_ops_create(&po), op, "post-ops");
-    if (!rc && add)
-        rc = clipl__dnnl_check(dnnl_post_ops_append_binary(po, dnnl_binary_add, &dany), op,
-                               "residual add post-op");
+    if (!rc && sum)
+        rc = clipl__dnnl_check(dnnl_post_ops_append_sum(po, 1.0f), op, "residual sum post-op");
     if (!rc)
         rc = clipl__dnnl_append_act(po, G->act, G->alpha, G->beta, op);
     if (!rc)
@@ -204,8 +202,9 @@ static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int 
 
 /* How conv_run lays out and finishes dst. */
 typedef struct conv_out {
-    int nhwc;                /* src and dst channels-last (else dst contiguous NCHW) */
-    const clipl_tensor *add; /* NULL or [N, O, OH, OW] in dst's dtype, added before the act */
+    int nhwc;          /* src and dst channels-last (else dst contiguous NCHW) */
+    clipl_tensor *acc; /* NULL or channels-last [N, O, OH, OW] in dst's dtype: becomes dst, its
+                          contents added before the act (sum post-op) */
     const dnnl_memory_desc_t *wfix; /* prepared weights: keep their layout when a kernel takes it */
 } conv_out;
 
@@ -226,35 +225,42 @@ static int conv_run(const geom *G, const clipl_tensor *src, int sdt, int wdt,
                           clipl__tshape(s1, sizeof s1, src));
     int64_t OH = (H + 2 * G->ph - eh) / G->sh + 1, OW = (W + 2 * G->pw - ew) / G->sw + 1;
     int64_t oshape[4] = {N, G->O, OH, OW};
-    const clipl_tensor *add = co->add;
-    if (add && (add->ndim != 4 || add->dt != ddt || memcmp(add->shape, oshape, sizeof oshape)))
-        return clipl__err(
-            CLIPL_ESHAPE, "%s: residual [%s] %s does not match dst [%lldx%lldx%lldx%lld] %s", op,
-            clipl__tshape(s2, sizeof s2, add), clipl_dtype_name(add->dt), (long long)N,
-            (long long)G->O, (long long)OH, (long long)OW, clipl_dtype_name(ddt));
-    if (add && G->C == 0)
-        return clipl__err(CLIPL_EUNSUPPORTED, "%s: residual add with no input channels", op);
-    clipl_tensor *out =
-        co->nhwc ? clipl__tensor_empty_nhwc(ddt, oshape) : clipl_tensor_empty(ddt, 4, oshape);
-    if (!out)
-        return clipl_errcode();
+    clipl_tensor *acc = co->acc, *out;
     int rc = CLIPL_OK;
+    if (acc) {
+        if (acc->ndim != 4 || acc->dt != ddt || memcmp(acc->shape, oshape, sizeof oshape) ||
+            !clipl__tensor_is_nhwc(acc))
+            return clipl__err(CLIPL_ESHAPE,
+                              "%s: residual [%s] %s does not match dst [%lldx%lldx%lldx%lld] %s "
+                              "channels-last",
+                              op, clipl__tshape(s2, sizeof s2, acc), clipl_dtype_name(acc->dt),
+                              (long long)N, (long long)G->O, (long long)OH, (long long)OW,
+                              clipl_dtype_name(ddt));
+        if ((rc = clipl__check_writable(acc, op)))
+            return rc;
+        if (G->C == 0)
+            return clipl__err(CLIPL_EUNSUPPORTED, "%s: residual add with no input channels", op);
+        out = clipl_tensor_retain(acc);
+    } else {
+        out = co->nhwc ? clipl__tensor_empty_nhwc(ddt, oshape) : clipl_tensor_empty(ddt, 4, oshape);
+        if (!out)
+            return clipl_errcode();
+    }
     if (clipl_tensor_numel(out) == 0 || G->C == 0) {
         if (G->C == 0)
             rc = clipl_tensor_fill_(out, 0);
         *dst = out;
         return rc;
     }
-    dnnl_memory_desc_t smd, dmd, bmd, amd;
+    dnnl_memory_desc_t smd, dmd, bmd;
     int64_t bsh[1] = {G->O}, bst[1] = {1};
     if ((rc = clipl__dnnl_md(&smd, src, op)) || (rc = clipl__dnnl_md(&dmd, out, op)) ||
-        (bias && (rc = clipl__dnnl_md_dims(&bmd, 1, bsh, bst, CLIPL_F32, op))) ||
-        (add && (rc = clipl__dnnl_md(&amd, add, op)))) {
+        (bias && (rc = clipl__dnnl_md_dims(&bmd, 1, bsh, bst, CLIPL_F32, op)))) {
         clipl_tensor_release(out);
         return rc;
     }
     clipl__prim *p =
-        conv_prim(G, src->shape, sdt, wdt, ddt, bias != NULL, co->nhwc, add != NULL, co->wfix, op);
+        conv_prim(G, src->shape, sdt, wdt, ddt, bias != NULL, co->nhwc, acc != NULL, co->wfix, op);
     if (!p) {
         clipl_tensor_release(out);
         return clipl_errcode();
@@ -263,21 +269,17 @@ static int conv_run(const geom *G, const clipl_tensor *src, int sdt, int wdt,
     const dnnl_memory_desc_t *want_w =
         dnnl_primitive_desc_query_md(p->pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *want_d = dnnl_primitive_desc_query_md(p->pd, dnnl_query_dst_md, 0);
-    staged ss = {0}, ws = {0}, ds = {0}, as = {0};
+    staged ss = {0}, ws = {0}, ds = {0};
     if (!(rc = stage(&ss, &smd, src->ptr, want_s, 1, op)) &&
         !(rc = stage(&ws, wmd, wptr, want_w, 1, op)) &&
-        !(rc = stage(&ds, &dmd, out->ptr, want_d, 0, op)) &&
-        !(rc = add ? stage(&as, &amd, add->ptr, want_d, 1, op) : CLIPL_OK)) {
-        clipl__arg args[5];
+        !(rc = stage(&ds, &dmd, out->ptr, want_d, acc != NULL, op))) {
+        clipl__arg args[4];
         int n = 0;
         args[n++] = (clipl__arg){DNNL_ARG_SRC, ss.md, ss.ptr};
         args[n++] = (clipl__arg){DNNL_ARG_WEIGHTS, ws.md, ws.ptr};
         if (bias)
             args[n++] = (clipl__arg){DNNL_ARG_BIAS, &bmd, (void *)bias};
         args[n++] = (clipl__arg){DNNL_ARG_DST, ds.md, ds.ptr};
-        if (add)
-            args[n++] =
-                (clipl__arg){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, as.md, as.ptr};
         rc = clipl__prim_exec(p, n, args, op);
         if (!rc && ds.tmp)
             rc = clipl__dnnl_reorder(ds.md, ds.ptr, &dmd, out->ptr, op);
@@ -285,7 +287,6 @@ static int conv_run(const geom *G, const clipl_tensor *src, int sdt, int wdt,
     unstage(&ss);
     unstage(&ws);
     unstage(&ds);
-    unstage(&as);
     clipl__prim_release(p);
     if (rc) {
         clipl_tensor_release(out);
@@ -376,7 +377,7 @@ struct clipl_conv2d_weights {
 };
 
 static clipl_conv2d_weights *prepare(const clipl_tensor *weights, const clipl_tensor *bias,
-                                     int dtype, const clipl_conv2d_opts *opts, int nhwc, int add,
+                                     int dtype, const clipl_conv2d_opts *opts, int nhwc, int sum,
                                      int64_t n_hint, int64_t h_hint, int64_t w_hint)
 {
     const char *op = "conv2d_prepare";
@@ -426,7 +427,7 @@ static clipl_conv2d_weights *prepare(const clipl_tensor *weights, const clipl_te
     dnnl_memory_desc_t pmd;
     if (plain_wmd(&pmd, &cw->G, dtype, op))
         goto fail;
-    if (!(p = conv_prim(&cw->G, sdims, dtype, dtype, dtype, bias != NULL, nhwc, add, NULL, op)))
+    if (!(p = conv_prim(&cw->G, sdims, dtype, dtype, dtype, bias != NULL, nhwc, sum, NULL, op)))
         goto fail;
     cw->wmd = *dnnl_primitive_desc_query_md(p->pd, dnnl_query_weights_md, 0);
     clipl__prim_release(p);
@@ -497,7 +498,7 @@ int clipl_conv2d_apply(const clipl_conv2d_weights *cw, const clipl_tensor *src, 
 }
 
 int clipl__conv2d_apply_nhwc(const clipl_conv2d_weights *cw, const clipl_tensor *src,
-                             const clipl_tensor *add, clipl_tensor **dst)
+                             clipl_tensor *acc, clipl_tensor **dst)
 {
     const char *op = "conv2d";
     if (!cw)
@@ -509,5 +510,5 @@ int clipl__conv2d_apply_nhwc(const clipl_conv2d_weights *cw, const clipl_tensor 
         return rc;
     /* src of any layout and float dtype is reordered straight into channels-last cw->dt */
     return conv_run(&cw->G, src, cw->dt, cw->dt, &cw->wmd, cw->w, cw->bias, cw->dt,
-                    &(conv_out){1, add, &cw->wmd}, dst, op);
+                    &(conv_out){1, acc, &cw->wmd}, dst, op);
 }

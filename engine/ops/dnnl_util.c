@@ -673,3 +673,26 @@ int clipl__tensor_is_nhwc(const clipl_tensor *t)
             return 0;
     return 1;
 }
+
+int clipl__tensor_to_nhwc(const clipl_tensor *src, int dtype, clipl_tensor **dst)
+{
+    const char *op = "to_nhwc";
+    int rc = clipl__dnnl_check_float(src, op, "src");
+    if (rc)
+        return rc;
+    if (src->ndim != 4 || (dtype != CLIPL_F32 && dtype != CLIPL_BF16))
+        return clipl__err(CLIPL_EINVAL, "%s: src must be [N, C, H, W] and dtype f32 or bf16", op);
+    clipl_tensor *out = clipl__tensor_empty_nhwc(dtype, src->shape);
+    if (!out)
+        return clipl_errcode();
+    dnnl_memory_desc_t smd, dmd;
+    if (clipl_tensor_numel(out) > 0 && (!(rc = clipl__dnnl_md(&smd, src, op)) &&
+                                        !(rc = clipl__dnnl_md(&dmd, out, op))))
+        rc = clipl__dnnl_reorder(&smd, src->ptr, &dmd, out->ptr, op);
+    if (rc) {
+        clipl_tensor_release(out);
+        return rc;
+    }
+    *dst = out;
+    return CLIPL_OK;
+}

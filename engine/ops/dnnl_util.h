@@ -108,21 +108,25 @@ int clipl__matmul_run(const clipl__mm *mm, const char *op);
 clipl_tensor *clipl__tensor_empty_nhwc(int dtype, const int64_t *shape);
 /* 1 when t is a dense channels-last [N, C, H, W] tensor (size-1 dims' strides ignored). */
 int clipl__tensor_is_nhwc(const clipl_tensor *t);
+/* A new channels-last copy of src [N, C, H, W] (f32 or bf16, any strides) in dtype (f32 or bf16;
+ * bf16 rounds to nearest even), by one oneDNN reorder. *dst: new reference. */
+int clipl__tensor_to_nhwc(const clipl_tensor *src, int dtype, clipl_tensor **dst);
 
 /* Convolution weights prepared for channels-last activations of about n_hint x C x h_hint x
- * w_hint, with a residual add (residual = 1) or without: the layout oneDNN picks for that
- * primitive, which the other batch sizes then keep. New handle (free with
+ * w_hint, with a residual accumulated in place (residual = 1) or without: the layout oneDNN picks
+ * for that primitive, which the other batch sizes then keep. New handle (free with
  * clipl_conv2d_weights_free) or NULL. */
 clipl_conv2d_weights *clipl__conv2d_prepare_nhwc(const clipl_tensor *weights,
                                                  const clipl_tensor *bias, int dtype,
                                                  const clipl_conv2d_opts *opts, int residual,
                                                  int64_t n_hint, int64_t h_hint, int64_t w_hint);
-/* dst [N, O, OH, OW] channels-last in the weights' dtype = act(conv(src) + bias [+ add]): src
+/* dst [N, O, OH, OW] channels-last in the weights' dtype = act(conv(src) + bias [+ acc]): src
  * [N, C, H, W] of any float dtype and layout (reordered once when not channels-last in the
- * weights' dtype); add NULL or dst-shaped in the weights' dtype (the residual, fused as a post-op
- * before the activation). Inference only. *dst: new reference. */
+ * weights' dtype). acc: NULL, or a writable channels-last dst-shaped tensor in the weights' dtype
+ * holding the residual: the result overwrites it (sum post-op before the act) and *dst is acc
+ * (retained). Inference only. *dst: new reference. */
 int clipl__conv2d_apply_nhwc(const clipl_conv2d_weights *w, const clipl_tensor *src,
-                             const clipl_tensor *add, clipl_tensor **dst);
+                             clipl_tensor *acc, clipl_tensor **dst);
 /* clipl_pool2d that keeps a channels-last src channels-last in dst (any other src: as
  * clipl_pool2d). Inference only. *dst: new reference. */
 int clipl__pool2d_nhwc(const clipl_tensor *src, clipl_tensor **dst, int kind, int64_t kh,
