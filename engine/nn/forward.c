@@ -359,6 +359,32 @@ static int merge_heads(const clipl_tensor *a, clipl_tensor **dst)
     return rc;
 }
 
+/* Multi-head attention of qkv [N, T, 3W] -> [N, T, W] with the heads merged. The fused kernel
+ * serves bf16 (it computes in f32 from the bf16 inputs) and the causal text tower (it skips the
+ * masked half); f32 images stay on oneDNN's batched matmuls, which read f32 qkv faster at batch 16
+ * (bench/README-encode.md). */
+static int attend(const clipl_model *m, const clipl_tensor *qkv, int heads, int causal,
+                  clipl_tensor **dst)
+{
+    if (m->dtype != CLIPL_F32 || causal)
+        return clipl__attention_qkv(qkv, heads, causal, dst);
+    clipl_tensor *q = NULL, *k = NULL, *v = NULL, *a = NULL;
+    int rc = heads_view(qkv, 3, 0, heads, &q);
+    if (!rc)
+        rc = heads_view(qkv, 3, 1, heads, &k);
+    if (!rc)
+        rc = heads_view(qkv, 3, 2, heads, &v);
+    if (!rc)
+        rc = clipl_attention(q, k, v, NULL, &a, 0, NULL);
+    if (!rc)
+        rc = merge_heads(a, dst);
+    clipl_tensor_release(q);
+    clipl_tensor_release(k);
+    clipl_tensor_release(v);
+    clipl_tensor_release(a);
+    return rc;
+}
+
 /* One residual attention block, in place on x [N, T, W] (f32, owned, contiguous); causal for the
  * text tower. */
 static int block_run(const clipl_model *m, const nn_block *b, int heads, clipl_tensor *x,
@@ -370,7 +396,7 @@ static int block_run(const clipl_model *m, const nn_block *b, int heads, clipl_t
         rc = lin(&b->in_proj, h, &qkv, CLIPL_ACT_NONE, NULL);
     REL(h);
     if (!rc)
-        rc = clipl__attention_qkv(qkv, heads, causal, &am);
+        rc = attend(m, qkv, heads, causal, &am);
     REL(qkv);
     if (!rc)
         rc = lin(&b->out_proj, am, &r, CLIPL_ACT_NONE, x);

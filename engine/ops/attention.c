@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 int clipl_attention(const clipl_tensor *q, const clipl_tensor *k, const clipl_tensor *v,
                     const clipl_tensor *mask, clipl_tensor **dst, double scale,
@@ -124,89 +125,160 @@ done:
  * columns of dst [N, T, W]. It replaces the head views, two batched matmuls, the softmax and the
  * copy that merges the heads, which at T = 50 or 77 cost more than the arithmetic. */
 
+/* The kernel works on 16-float vectors (GCC vector extensions, compiled for AVX-512, AVX2 and a
+ * baseline by target_clones) and blocks of RB query rows, so that every loaded vector of k or v
+ * feeds RB fused multiply-adds held in registers. */
+/* The helpers below pass vectors by value; they are static and inlined, so no ABI is at stake. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+enum { VL = 16, RB = 8 };
+
+static inline v16 vsel(v16i m, v16 a, v16 b) { return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
+
 /* exp(x) for x <= 0 (a score minus its row's maximum): Cephes' expf polynomial after reduction by
- * ln 2 (relative error about 2e-7); written so that the loops around it vectorize. */
-static inline float exp_nonpos(float x)
+ * ln 2, relative error about 2e-7; below -87 the result is exp(-87) (the caller zeroes masked
+ * entries). */
+static inline v16 vexp_nonpos(v16 x)
 {
-    x = x < -87.0f ? -87.0f : x;
-    float fn = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
+    const v16 lo = (v16){0} - 87.0f;
+    x = vsel(x < lo, lo, x);
+    v16 fn = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    v16 r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    v16 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } s = {.i = ((int32_t)fn + 127) << 23};
-    return p * s.f;
+    v16i e = (__builtin_convertvector(fn, v16i) + 127) << 23;
+    return p * (v16)e;
 }
 
-static inline float load_elem(const void *base, int64_t i, int bf16)
+/* f32 -> bf16, nearest even, NaN kept quiet (as plain_f32_to_bf16). */
+static inline v16h vbf16(v16 f)
 {
-    return bf16 ? plain_bf16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+    v16u u = (v16u)f, nan = (v16u)((u & 0x7fffffffu) > 0x7f800000u);
+    u = (nan & ((u >> 16) | 0x40u)) | (~nan & ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16));
+    return __builtin_convertvector(u, v16h);
 }
 
-/* Per-thread work buffers for one head: q (scaled), k transposed, v, one row of scores. */
+static inline float hsum(v16 v)
+{
+    float s = 0;
+    for (int k = 0; k < VL; k++)
+        s += v[k];
+    return s;
+}
+
+static inline float hmax(v16 v)
+{
+    float m = v[0];
+    for (int k = 1; k < VL; k++)
+        m = v[k] > m ? v[k] : m;
+    return m;
+}
+
+/* Per-thread work buffers for one head, zero-padded once: q [tr, dh] (scaled, rows padded to a
+ * multiple of RB), k [t, dh] and transposed [dh, tp] (columns padded to a multiple of VL), v [t,
+ * dhp] (columns padded to a multiple of VL), scores of one row block [RB, tp]. */
 typedef struct head_buf {
-    float *q, *kt, *v, *s, *o;
+    int64_t t, tr, tp, dh, dhp;
+    float *q, *kr, *kt, *v, *s;
 } head_buf;
 
-/* Attention of head h of row n. qkv rows have 3W elements; dst rows W. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
-attend_head(const void *qkv, void *dst, int bf16, int64_t n, int64_t h, int64_t t, int64_t w,
-            int64_t dh, float scale, int causal, const head_buf *b)
+/* Attention of head h of row n. qkv rows have 3W elements; dst rows W. (-std=c11 turns off the
+ * contraction of a * b + c into fused multiply-adds; this function wants them.) */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),
+               optimize("fp-contract=fast"))) static void
+attend_head(const void *qkv, void *dst, int bf16, int64_t n, int64_t h, int64_t w, float scale,
+            int causal, const head_buf *b)
 {
+    const int64_t t = b->t, tp = b->tp, dh = b->dh, dhp = b->dhp;
     const int64_t base = n * t * 3 * w + h * dh;
+    /* rows are read front to back (their stride is a multiple of 1 KiB, so columns read across
+     * rows would evict each other from the caches); k goes through kr to be transposed in L1 */
     for (int64_t i = 0; i < t; i++) {
-        int64_t r = base + i * 3 * w;
-        for (int64_t d = 0; d < dh; d++) {
-            b->q[i * dh + d] = load_elem(qkv, r + d, bf16) * scale;
-            b->kt[d * t + i] = load_elem(qkv, r + w + d, bf16);
-            b->v[i * dh + d] = load_elem(qkv, r + 2 * w + d, bf16);
+        const int64_t r = base + i * 3 * w;
+        float *q = b->q + i * dh, *k = b->kr + i * dh, *v = b->v + i * dhp;
+        if (bf16) {
+            const uint16_t *src = (const uint16_t *)qkv + r;
+            for (int64_t d = 0; d < dh; d++) {
+                q[d] = plain_bf16_to_f32(src[d]) * scale;
+                k[d] = plain_bf16_to_f32(src[w + d]);
+                v[d] = plain_bf16_to_f32(src[2 * w + d]);
+            }
+        } else {
+            const float *src = (const float *)qkv + r;
+            for (int64_t d = 0; d < dh; d++)
+                q[d] = src[d] * scale;
+            memcpy(k, src + w, sizeof(float) * (size_t)dh);
+            memcpy(v, src + 2 * w, sizeof(float) * (size_t)dh);
         }
     }
-    float *s = b->s, *o = b->o;
-    for (int64_t i = 0; i < t; i++) {
-        const int64_t jn = causal ? i + 1 : t;
-        const float *qi = b->q + i * dh;
-        for (int64_t j = 0; j < jn; j++)
-            s[j] = 0;
-        for (int64_t d = 0; d < dh; d++) {
-            const float qd = qi[d], *kd = b->kt + d * t;
-#pragma omp simd
-            for (int64_t j = 0; j < jn; j++)
-                s[j] += qd * kd[j];
+    for (int64_t d = 0; d < dh; d++)
+        for (int64_t i = 0; i < t; i++)
+            b->kt[d * tp + i] = b->kr[i * dh + d];
+    for (int64_t i0 = 0; i0 < t; i0 += RB) {
+        /* scores of rows i0.. i0+RB-1 against the columns they see */
+        const int64_t jmax = causal ? (i0 + RB < t ? i0 + RB : t) : t;
+        for (int64_t jc = 0; jc < jmax; jc += VL) {
+            v16 acc[RB] = {{0}};
+            const float *q = b->q + i0 * dh;
+            for (int64_t d = 0; d < dh; d++) {
+                const v16 kv = *(const v16 *)(b->kt + d * tp + jc);
+#pragma GCC unroll 8
+                for (int r = 0; r < RB; r++)
+                    acc[r] += q[r * dh + d] * kv;
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < RB; r++)
+                *(v16 *)(b->s + r * tp + jc) = acc[r];
         }
-        float mx = s[0], sum = 0;
-        for (int64_t j = 1; j < jn; j++)
-            mx = s[j] > mx ? s[j] : mx;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < jn; j++) {
-            s[j] = exp_nonpos(s[j] - mx);
-            sum += s[j];
+        const int64_t jpad = (jmax + VL - 1) / VL * VL;
+        float inv[RB];
+        for (int r = 0; r < RB; r++) {
+            float *s = b->s + r * tp;
+            const int64_t jn = causal ? (i0 + r + 1 < t ? i0 + r + 1 : t) : t;
+            for (int64_t j = jn; j < jpad; j++)
+                s[j] = -INFINITY;
+            v16 mv = *(v16 *)s;
+            for (int64_t jc = VL; jc < jpad; jc += VL)
+                mv = vsel(*(v16 *)(s + jc) > mv, *(v16 *)(s + jc), mv);
+            const float mx = hmax(mv);
+            v16 sum = {0};
+            for (int64_t jc = 0; jc < jpad; jc += VL) {
+                v16 e = vexp_nonpos(*(v16 *)(s + jc) - mx);
+                *(v16 *)(s + jc) = e;
+                sum += e;
+            }
+            for (int64_t j = jn; j < jpad; j++)
+                s[j] = 0;
+            inv[r] = 1.0f / hsum(sum);
         }
-        for (int64_t d = 0; d < dh; d++)
-            o[d] = 0;
-        for (int64_t j = 0; j < jn; j++) {
-            const float pj = s[j], *vj = b->v + j * dh;
-#pragma omp simd
-            for (int64_t d = 0; d < dh; d++)
-                o[d] += pj * vj[d];
-        }
-        const float inv = 1.0f / sum;
-        const int64_t out = (n * t + i) * w + h * dh;
-        if (bf16) {
-            uint16_t *od = (uint16_t *)dst + out;
-            for (int64_t d = 0; d < dh; d++)
-                od[d] = plain_f32_to_bf16(o[d] * inv);
-        } else {
-            float *od = (float *)dst + out;
-            for (int64_t d = 0; d < dh; d++)
-                od[d] = o[d] * inv;
+        /* probs @ v, one column vector at a time */
+        const int rows = t - i0 < RB ? (int)(t - i0) : RB;
+        for (int64_t c = 0; c < dhp; c += VL) {
+            v16 acc[RB] = {{0}};
+            for (int64_t j = 0; j < jmax; j++) {
+                const v16 vv = *(const v16 *)(b->v + j * dhp + c);
+#pragma GCC unroll 8
+                for (int r = 0; r < RB; r++)
+                    acc[r] += b->s[r * tp + j] * vv;
+            }
+            const int64_t cols = dh - c < VL ? dh - c : VL;
+            for (int r = 0; r < rows; r++) {
+                const int64_t out = (n * t + i0 + r) * w + h * dh + c;
+                const v16 o = acc[r] * inv[r];
+                if (bf16) {
+                    const v16h hv = vbf16(o);
+                    memcpy((uint16_t *)dst + out, &hv, sizeof(uint16_t) * (size_t)cols);
+                } else {
+                    memcpy((float *)dst + out, &o, sizeof(float) * (size_t)cols);
+                }
+            }
         }
     }
 }
@@ -235,21 +307,34 @@ int clipl__attention_qkv(const clipl_tensor *qkv, int heads, int causal, clipl_t
     const int bf16 = qkv->dt == CLIPL_BF16;
     const float scale = (float)(1.0 / sqrt((double)dh));
     const int64_t tasks = n * heads;
-    const size_t floats = (size_t)(3 * t * dh + t + dh);
+    head_buf proto = {0};
+    proto.t = t, proto.tr = (t + RB - 1) / RB * RB, proto.tp = (t + VL - 1) / VL * VL;
+    proto.dh = dh, proto.dhp = (dh + VL - 1) / VL * VL;
+    const int64_t nq = proto.tr * dh, nk = dh * proto.tp, nv = t * proto.dhp, ns = RB * proto.tp;
+    const size_t bytes = sizeof(float) * (size_t)(nq + t * dh + nk + nv + ns + 5 * VL);
     int failed = 0;
 #pragma omp parallel if (tasks > 1)
     {
-        float *mem = malloc(sizeof(float) * floats);
-        head_buf b = {mem, mem + t * dh, mem + 2 * t * dh, mem + 3 * t * dh, mem + 3 * t * dh + t};
-        if (!mem) {
+        head_buf b = proto;
+        float *mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (mem) {
+            /* each part starts on a 64-byte boundary; the padding stays zero */
+            memset(mem, 0, bytes);
+            int64_t at = 0;
+            float **parts[5] = {&b.q, &b.kr, &b.kt, &b.v, &b.s};
+            const int64_t sizes[5] = {nq, t * dh, nk, nv, ns};
+            for (int k = 0; k < 5; k++) {
+                *parts[k] = mem + at;
+                at += (sizes[k] + VL - 1) / VL * VL;
+            }
+        } else {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
         for (int64_t k = 0; k < tasks; k++)
             if (mem)
-                attend_head(qkv->ptr, out->ptr, bf16, k / heads, k % heads, t, w, dh, scale, causal,
-                            &b);
+                attend_head(qkv->ptr, out->ptr, bf16, k / heads, k % heads, w, scale, causal, &b);
         free(mem);
     }
     if (failed) {
