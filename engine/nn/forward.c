@@ -320,10 +320,14 @@ static int to_compute(const clipl_model *m, clipl_tensor *x, clipl_tensor **dst)
     return CLIPL_OK;
 }
 
-/* Layer norm of x [.., W] (f32, contiguous) with parameters (indices), in the compute dtype. */
+/* Layer norm of x [.., W] (f32, contiguous) with parameters (indices), in the compute dtype: for
+ * bf16 normalised and converted in one pass; f32 stays on oneDNN's layer norm (as fast at these
+ * sizes). */
 static int ln_compute(const clipl_model *m, const clipl_tensor *x, int iw, int ib,
                       clipl_tensor **dst)
 {
+    if (m->dtype == CLIPL_F32)
+        return clipl_layer_norm(x, 1, nn_p(m, iw), nn_p(m, ib), dst, LN_EPS, NULL, NULL);
     return clipl__layer_norm_rows(x, nn_p(m, iw), nn_p(m, ib), LN_EPS, m->dtype, dst);
 }
 
@@ -547,9 +551,12 @@ static int resnet_stem(const clipl_model *m, const clipl_tensor *images, clipl_t
     clipl_tensor *x = NULL, *a = NULL, *b = NULL;
     int rc = CLIPL_OK;
     if (images->dt != CLIPL_F32 && images->dt != CLIPL_BF16)
-        rc = clipl_tensor_to(images, &x, m->dtype);
+        rc = clipl_tensor_to(images, &a, m->dtype);
     if (!rc)
-        rc = conv_run(&m->stem[0], x ? x : images, NULL, &a);
+        rc = clipl__tensor_to_nhwc(a ? a : images, m->dtype, &x);
+    REL(a);
+    if (!rc)
+        rc = conv_run(&m->stem[0], x, NULL, &a);
     if (!rc)
         rc = conv_run(&m->stem[1], a, NULL, &b);
     REL(a);

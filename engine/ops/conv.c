@@ -101,15 +101,34 @@ static int plain_wmd(dnnl_memory_desc_t *md, const geom *G, int dtype, const cha
     return clipl__dnnl_md_dims(md, 5, s, st, dtype, op);
 }
 
+/* Weights held in up to two layouts: prepared weights keep the ones oneDNN picked for their batch
+ * hint and for batch 1 (a 1x1 kernel may block the output channels differently). */
+enum { MAX_WL = 2 };
+typedef struct wlayouts {
+    int n;
+    int fixed;             /* ask oneDNN for these layouts before letting it choose */
+    int64_t batch[MAX_WL]; /* the batch size each layout was picked for */
+    dnnl_memory_desc_t md[MAX_WL];
+    void *ptr[MAX_WL];
+} wlayouts;
+
 /* The cached primitive for src [N, C, H, W] of dtype sdt, weights of dtype wdt, f32 bias or none
  * and dst of dtype ddt. Layouts are chosen by oneDNN, except src and dst with nhwc (channels-last)
- * and the weights when wfix is not NULL (the layout they were prepared in: oneDNN picks a kernel
- * for it unless only its reference kernel takes it, then the layout is free again, and the weights
- * are reordered per call); sum: dst's contents are added before act (sum post-op). */
+ * and the weights when wl->fixed (one of their layouts, the one picked for the nearest batch size
+ * first: oneDNN takes the first that a kernel other than its reference one runs on, else the layout
+ * is free again and the weights are reordered per call); sum: dst's contents are added before act
+ * (sum post-op). */
 static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int wdt, int ddt,
-                              bool bias, int nhwc, int sum, const dnnl_memory_desc_t *wfix,
-                              const char *op)
+                              bool bias, int nhwc, int sum, const wlayouts *wl, const char *op)
 {
+    const dnnl_memory_desc_t *fix[MAX_WL];
+    int nfix = 0;
+    for (int i = 0; wl && wl->fixed && i < wl->n; i++)
+        fix[nfix++] = &wl->md[i];
+    if (nfix == 2 && llabs(wl->batch[1] - sdims[0]) < llabs(wl->batch[0] - sdims[0])) {
+        fix[0] = &wl->md[1];
+        fix[1] = &wl->md[0];
+    }
     int64_t OH = (sdims[2] + 2 * G->ph - ((G->KH - 1) * G->dh + 1)) / G->sh + 1;
     int64_t OW = (sdims[3] + 2 * G->pw - ((G->KW - 1) * G->dw + 1)) / G->sw + 1;
     dnnl_dims_t sd = {sdims[0], G->C, sdims[2], sdims[3]}, dd = {sdims[0], G->O, OH, OW};
@@ -125,7 +144,8 @@ static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int 
     clipl__key_add(&k, G->g);
     clipl__key_add(&k, ((sdt * 16 + wdt) * 16 + ddt) * 2 + (bias ? 1 : 0));
     clipl__key_add(&k, nhwc * 2 + sum);
-    clipl__key_md(&k, wfix);
+    for (int i = 0; i < nfix; i++)
+        clipl__key_md(&k, fix[i]);
     for (int i = 0; i < 2; i++) {
         clipl__key_add(&k, strides[i]);
         clipl__key_add(&k, dil[i]);
@@ -169,16 +189,16 @@ static clipl__prim *conv_prim(const geom *G, const int64_t *sdims, int sdt, int 
         rc = clipl__dnnl_append_act(po, G->act, G->alpha, G->beta, op);
     if (!rc)
         rc = clipl__dnnl_attr(&attr, po, op);
-    for (int fixed = wfix != NULL; !rc; fixed = 0) {
+    for (int t = 0; !rc && t <= nfix; t++) {
+        const dnnl_memory_desc_t *wmd = t < nfix ? fix[t] : &wany;
         rc = clipl__dnnl_check(dnnl_dilated_convolution_forward_desc_init(
                                    &desc, dnnl_forward_inference, dnnl_convolution_direct, &sany,
-                                   fixed ? wfix : &wany, bias ? &bmd : NULL, &dany, strides, dil,
-                                   pad, pad),
+                                   wmd, bias ? &bmd : NULL, &dany, strides, dil, pad, pad),
                                op, "convolution descriptor");
         if (!rc)
             rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
                                    "convolution primitive descriptor");
-        if (!fixed)
+        if (t == nfix)
             break;
         const char *impl = NULL;
         if (!rc &&
@@ -205,14 +225,24 @@ typedef struct conv_out {
     int nhwc;          /* src and dst channels-last (else dst contiguous NCHW) */
     clipl_tensor *acc; /* NULL or channels-last [N, O, OH, OW] in dst's dtype: becomes dst, its
                           contents added before the act (sum post-op) */
-    const dnnl_memory_desc_t *wfix; /* prepared weights: keep their layout when a kernel takes it */
 } conv_out;
 
-/* dst = conv(src, weights at wptr described by wmd) + bias (f32 [O] or NULL). src is checked, of
- * dtype sdt (or reordered into it) and any strides; dst gets dtype ddt. */
-static int conv_run(const geom *G, const clipl_tensor *src, int sdt, int wdt,
-                    const dnnl_memory_desc_t *wmd, void *wptr, const float *bias, int ddt,
-                    const conv_out *co, clipl_tensor **dst, const char *op)
+/* Stages the weights for a primitive that wants layout want: one of wl's when it matches, else a
+ * reorder of the first. */
+static int stage_weights(staged *s, const wlayouts *wl, const dnnl_memory_desc_t *want,
+                         const char *op)
+{
+    for (int i = 0; i < wl->n; i++)
+        if (dnnl_memory_desc_equal(&wl->md[i], want))
+            return stage(s, &wl->md[i], wl->ptr[i], want, 1, op);
+    return stage(s, &wl->md[0], wl->ptr[0], want, 1, op);
+}
+
+/* dst = conv(src, weights wl) + bias (f32 [O] or NULL). src is checked, of dtype sdt (or reordered
+ * into it) and any strides; dst gets dtype ddt. */
+static int conv_run(const geom *G, const clipl_tensor *src, int sdt, int wdt, const wlayouts *wl,
+                    const float *bias, int ddt, const conv_out *co, clipl_tensor **dst,
+                    const char *op)
 {
     char s1[96], s2[96];
     int64_t N = src->shape[0], H = src->shape[2], W = src->shape[3];
@@ -260,7 +290,7 @@ static int conv_run(const geom *G, const clipl_tensor *src, int sdt, int wdt,
         return rc;
     }
     clipl__prim *p =
-        conv_prim(G, src->shape, sdt, wdt, ddt, bias != NULL, co->nhwc, acc != NULL, co->wfix, op);
+        conv_prim(G, src->shape, sdt, wdt, ddt, bias != NULL, co->nhwc, acc != NULL, wl, op);
     if (!p) {
         clipl_tensor_release(out);
         return clipl_errcode();
@@ -271,7 +301,7 @@ static int conv_run(const geom *G, const clipl_tensor *src, int sdt, int wdt,
     const dnnl_memory_desc_t *want_d = dnnl_primitive_desc_query_md(p->pd, dnnl_query_dst_md, 0);
     staged ss = {0}, ws = {0}, ds = {0};
     if (!(rc = stage(&ss, &smd, src->ptr, want_s, 1, op)) &&
-        !(rc = stage(&ws, wmd, wptr, want_w, 1, op)) &&
+        !(rc = stage_weights(&ws, wl, want_w, op)) &&
         !(rc = stage(&ds, &dmd, out->ptr, want_d, acc != NULL, op))) {
         clipl__arg args[4];
         int n = 0;
@@ -347,15 +377,16 @@ int clipl_conv2d(const clipl_tensor *src, const clipl_tensor *weights, const cli
         return clipl__err(CLIPL_ESHAPE, "%s: bias [%s] for %lld output channels", op,
                           clipl__tshape(s1, sizeof s1, bias), (long long)G.O);
     clipl_tensor *sc = NULL, *wc = NULL, *bc = NULL;
-    dnnl_memory_desc_t wmd;
+    wlayouts wl = {.n = 1};
     if ((rc = src_prepare(src, &G, weights->dt, &sc, op, s2)))
         return rc;
     if ((rc = clipl_tensor_contiguous(weights, &wc)) ||
         (bias && (rc = clipl_tensor_to(bias, &bc, CLIPL_F32))) ||
-        (rc = plain_wmd(&wmd, &G, weights->dt, op)))
+        (rc = plain_wmd(&wl.md[0], &G, weights->dt, op)))
         goto done;
-    rc = conv_run(&G, sc, sc->dt, weights->dt, &wmd, wc->ptr, bc ? bc->ptr : NULL, src->dt,
-                  &(conv_out){0, NULL, NULL}, dst, op);
+    wl.ptr[0] = wc->ptr;
+    rc = conv_run(&G, sc, sc->dt, weights->dt, &wl, bc ? bc->ptr : NULL, src->dt,
+                  &(conv_out){0, NULL}, dst, op);
 done:
     clipl_tensor_release(sc);
     clipl_tensor_release(wc);
@@ -368,10 +399,9 @@ done:
 struct clipl_conv2d_weights {
     geom G;
     int dt;
-    int nhwc;               /* prepared for clipl__conv2d_apply_nhwc */
-    dnnl_memory_desc_t wmd; /* the layout the primitive chose for the hinted input size */
-    void *w;
-    size_t w_bytes;
+    int nhwc;    /* prepared for clipl__conv2d_apply_nhwc */
+    wlayouts wl; /* the layouts the primitive chose for the hinted input sizes */
+    size_t w_bytes[MAX_WL];
     float *bias; /* [O] or NULL */
     char wshape[96];
 };
@@ -427,15 +457,26 @@ static clipl_conv2d_weights *prepare(const clipl_tensor *weights, const clipl_te
     dnnl_memory_desc_t pmd;
     if (plain_wmd(&pmd, &cw->G, dtype, op))
         goto fail;
-    if (!(p = conv_prim(&cw->G, sdims, dtype, dtype, dtype, bias != NULL, nhwc, sum, NULL, op)))
-        goto fail;
-    cw->wmd = *dnnl_primitive_desc_query_md(p->pd, dnnl_query_weights_md, 0);
-    clipl__prim_release(p);
-    cw->w_bytes = dnnl_memory_desc_get_size(&cw->wmd);
-    if (!(cw->w = clipl__alloc(cw->w_bytes)))
-        goto fail;
-    if (clipl__dnnl_reorder(&pmd, wc->ptr, &cw->wmd, cw->w, op))
-        goto fail;
+    /* the layouts for the batch hint and for batch 1, when they differ */
+    cw->wl.fixed = 1;
+    for (int i = 0; i < (sdims[0] > 1 ? 2 : 1); i++) {
+        wlayouts *wl = &cw->wl;
+        int64_t batch = i == 0 ? sdims[0] : 1;
+        sdims[0] = batch;
+        if (!(p = conv_prim(&cw->G, sdims, dtype, dtype, dtype, bias != NULL, nhwc, sum, NULL, op)))
+            goto fail;
+        wl->md[wl->n] = *dnnl_primitive_desc_query_md(p->pd, dnnl_query_weights_md, 0);
+        clipl__prim_release(p);
+        if (i > 0 && dnnl_memory_desc_equal(&wl->md[0], &wl->md[wl->n]))
+            continue;
+        wl->batch[wl->n] = batch;
+        cw->w_bytes[wl->n] = dnnl_memory_desc_get_size(&wl->md[wl->n]);
+        if (!(wl->ptr[wl->n] = clipl__alloc(cw->w_bytes[wl->n])))
+            goto fail;
+        wl->n++;
+        if (clipl__dnnl_reorder(&pmd, wc->ptr, &wl->md[wl->n - 1], wl->ptr[wl->n - 1], op))
+            goto fail;
+    }
     if (bias) {
         if (!(cw->bias = clipl__alloc(sizeof(float) * (size_t)cw->G.O)))
             goto fail;
@@ -472,8 +513,8 @@ void clipl_conv2d_weights_free(clipl_conv2d_weights *cw)
 {
     if (!cw)
         return;
-    if (cw->w)
-        clipl__free(cw->w, cw->w_bytes);
+    for (int i = 0; i < cw->wl.n; i++)
+        clipl__free(cw->wl.ptr[i], cw->w_bytes[i]);
     if (cw->bias)
         clipl__free(cw->bias, sizeof(float) * (size_t)cw->G.O);
     free(cw);
@@ -491,8 +532,8 @@ int clipl_conv2d_apply(const clipl_conv2d_weights *cw, const clipl_tensor *src, 
     int rc = src_prepare(src, &cw->G, cw->dt, &sc, op, cw->wshape);
     if (rc)
         return rc;
-    rc = conv_run(&cw->G, sc, sc->dt, cw->dt, &cw->wmd, cw->w, cw->bias, src->dt,
-                  &(conv_out){0, NULL, &cw->wmd}, dst, op);
+    rc = conv_run(&cw->G, sc, sc->dt, cw->dt, &cw->wl, cw->bias, src->dt, &(conv_out){0, NULL}, dst,
+                  op);
     clipl_tensor_release(sc);
     return rc;
 }
@@ -509,6 +550,6 @@ int clipl__conv2d_apply_nhwc(const clipl_conv2d_weights *cw, const clipl_tensor 
     if (rc)
         return rc;
     /* src of any layout and float dtype is reordered straight into channels-last cw->dt */
-    return conv_run(&cw->G, src, cw->dt, cw->dt, &cw->wmd, cw->w, cw->bias, cw->dt,
-                    &(conv_out){1, acc, &cw->wmd}, dst, op);
+    return conv_run(&cw->G, src, cw->dt, cw->dt, &cw->wl, cw->bias, cw->dt, &(conv_out){1, acc},
+                    dst, op);
 }

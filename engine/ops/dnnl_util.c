@@ -674,6 +674,31 @@ int clipl__tensor_is_nhwc(const clipl_tensor *t)
     return 1;
 }
 
+static inline float load_f(const void *p, int dt, int64_t i)
+{
+    return dt == CLIPL_BF16 ? clipl__bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* out[n, h, w, c] = src[n, c, h, w] for contiguous src of few channels (images: C = 3). */
+static void few_channels_to_nhwc(const clipl_tensor *src, clipl_tensor *out)
+{
+    int64_t N = src->shape[0], C = src->shape[1], HW = src->shape[2] * src->shape[3];
+    int sdt = src->dt, ddt = out->dt;
+    const void *s = src->ptr;
+    void *d = out->ptr;
+#pragma omp parallel for if (N * C * HW > 65536) schedule(static)
+    for (int64_t r = 0; r < N * HW; r++) {
+        int64_t n = r / HW, j = r % HW;
+        for (int64_t c = 0; c < C; c++) {
+            float v = load_f(s, sdt, (n * C + c) * HW + j);
+            if (ddt == CLIPL_BF16)
+                ((uint16_t *)d)[r * C + c] = clipl__f32_to_bf16(v);
+            else
+                ((float *)d)[r * C + c] = v;
+        }
+    }
+}
+
 int clipl__tensor_to_nhwc(const clipl_tensor *src, int dtype, clipl_tensor **dst)
 {
     const char *op = "to_nhwc";
@@ -686,8 +711,10 @@ int clipl__tensor_to_nhwc(const clipl_tensor *src, int dtype, clipl_tensor **dst
     if (!out)
         return clipl_errcode();
     dnnl_memory_desc_t smd, dmd;
-    if (clipl_tensor_numel(out) > 0 && (!(rc = clipl__dnnl_md(&smd, src, op)) &&
-                                        !(rc = clipl__dnnl_md(&dmd, out, op))))
+    if (src->shape[1] <= 4 && clipl_tensor_is_contiguous(src))
+        few_channels_to_nhwc(src, out); /* oneDNN's reorder is slow for a few channels */
+    else if (clipl_tensor_numel(out) > 0 &&
+             (!(rc = clipl__dnnl_md(&smd, src, op)) && !(rc = clipl__dnnl_md(&dmd, out, op))))
         rc = clipl__dnnl_reorder(&smd, src->ptr, &dmd, out->ptr, op);
     if (rc) {
         clipl_tensor_release(out);
