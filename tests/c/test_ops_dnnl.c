@@ -10,6 +10,7 @@
  *     intermediates such as the attention probabilities) remains: a few 2^-9, i.e. < 1e-2.
  */
 #include "../../engine/nn/nn.h"
+#include "../../engine/ops/dnnl_util.h"
 #include "check.h"
 
 #include <math.h>
@@ -949,6 +950,132 @@ static void test_empty(void)
     clipl_tensor_release(b);
 }
 
+/* ---- channels-last convolution and pooling (the ResNet tower) -------------------------------- */
+
+/* dst[i] = act(a[i] + b[i]) over equal shapes (b NULL: act(a)); f32 result. */
+static clipl_tensor *ref_add_act(const clipl_tensor *a, const clipl_tensor *b, int act)
+{
+    double *A = dbl(a), *B = b ? dbl(b) : NULL;
+    int64_t n = clipl_tensor_numel(a);
+    for (int64_t i = 0; i < n; i++)
+        A[i] = act_ref(act, A[i] + (B ? B[i] : 0), 0, 0);
+    free(B);
+    return ref_tensor(A, a->ndim, a->shape);
+}
+
+static void test_conv_nhwc(int dt)
+{
+    char label[96];
+    /* 3x3 stride 2 with ReLU, prepared for batch 4 and run at batch 2 (also on a channels-last
+     * src, which needs no reorder) */
+    clipl_tensor *x = RND(dt, 2, 8, 9, 9), *w = RND(dt, 12, 8, 3, 3), *b = RND(CLIPL_F32, 12);
+    clipl_tensor *xl = NULL, *y = NULL, *y2 = NULL;
+    clipl_conv2d_opts o = {{2, 2}, {1, 1}, {1, 1}, 1, CLIPL_ACT_RELU, 0, 0};
+    clipl_tensor *e = ref_conv(x, w, b, &o);
+    clipl_conv2d_weights *cw = clipl__conv2d_prepare_nhwc(w, b, dt, &o, 0, 4, 9, 9);
+    CHECK(cw != NULL);
+    CHECK_OK(clipl__conv2d_apply_nhwc(cw, x, NULL, &y));
+    CHECK(y && y->dt == dt && clipl__tensor_is_nhwc(y) && !clipl_tensor_is_contiguous(y));
+    snprintf(label, sizeof label, "conv2d nhwc 3x3 s2 relu %s", clipl_dtype_name(dt));
+    CHECK_CLOSE(y, e, tol_for(dt), label);
+    CHECK_OK(clipl__tensor_to_nhwc(x, dt, &xl));
+    CHECK_OK(clipl__conv2d_apply_nhwc(cw, xl, NULL, &y2));
+    CHECK_CLOSE(y2, e, tol_for(dt), "conv2d nhwc, channels-last src");
+    /* the public apply runs weights prepared for channels-last too (NCHW dst) */
+    clipl_tensor *y3 = NULL;
+    CHECK_OK(clipl_conv2d_apply(cw, x, &y3));
+    CHECK_CLOSE(y3, e, tol_for(dt), "conv2d_apply on channels-last weights");
+    clipl_conv2d_weights_free(cw);
+    /* 1x1 with the residual summed in place before the ReLU (a bottleneck's conv3), at batch 1
+     * and at the hinted batch 3 */
+    for (int64_t n = 1; n <= 3; n += 2) {
+        clipl_tensor *x1 = RND(dt, n, 16, 5, 5), *w1 = RND(dt, 24, 16, 1, 1);
+        clipl_tensor *r = RND(dt, n, 24, 5, 5), *b1 = RND(CLIPL_F32, 24), *acc = NULL, *out = NULL;
+        clipl_conv2d_opts o1 = {{1, 1}, {0, 0}, {1, 1}, 1, CLIPL_ACT_RELU, 0, 0};
+        clipl_conv2d_opts plain = o1;
+        plain.act = CLIPL_ACT_NONE;
+        clipl_tensor *c = ref_conv(x1, w1, b1, &plain), *e1 = ref_add_act(c, r, CLIPL_ACT_RELU);
+        clipl_conv2d_weights *cw1 = clipl__conv2d_prepare_nhwc(w1, b1, dt, &o1, 1, 3, 5, 5);
+        CHECK(cw1 != NULL);
+        CHECK_OK(clipl__tensor_to_nhwc(r, dt, &acc));
+        CHECK_OK(clipl__conv2d_apply_nhwc(cw1, x1, acc, &out));
+        CHECK(out == acc);
+        snprintf(label, sizeof label, "conv2d nhwc 1x1 + residual, relu, batch %lld %s",
+                 (long long)n, clipl_dtype_name(dt));
+        CHECK_CLOSE(out, e1, tol_for(dt), label);
+        clipl_tensor *objs[] = {x1, w1, r, b1, acc, out, c, e1};
+        for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
+            clipl_tensor_release(objs[i]);
+        clipl_conv2d_weights_free(cw1);
+    }
+    /* errors: a residual of the wrong shape or layout, weights not prepared for channels-last */
+    clipl_tensor *bad = RND(dt, 2, 12, 4, 4), *badl = NULL, *good = NULL, *yy = NULL;
+    cw = clipl__conv2d_prepare_nhwc(w, b, dt, &o, 1, 2, 9, 9);
+    CHECK_ERR(clipl__conv2d_apply_nhwc(cw, x, bad, &yy), CLIPL_ESHAPE,
+              "conv2d: residual [2x12x4x4]");
+    CHECK_OK(clipl__tensor_to_nhwc(bad, dt, &badl));
+    clipl_tensor *nchw = RND(dt, 2, 12, 5, 5);
+    CHECK_ERR(clipl__conv2d_apply_nhwc(cw, x, nchw, &yy), CLIPL_ESHAPE, "channels-last");
+    CHECK_ERR(clipl__conv2d_apply_nhwc(cw, badl, NULL, &yy), CLIPL_ESHAPE,
+              "conv2d: size mismatch, src [2x12x4x4] with weights [12x8x3x3]");
+    clipl_conv2d_weights_free(cw);
+    cw = clipl_conv2d_prepare(w, b, dt, &o, 9, 9);
+    CHECK_ERR(clipl__conv2d_apply_nhwc(cw, x, NULL, &good), CLIPL_EINVAL, "channels-last");
+    clipl_conv2d_weights_free(cw);
+    clipl_tensor *objs[] = {x, w, b, xl, y, y2, y3, e, bad, badl, nchw};
+    for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
+        clipl_tensor_release(objs[i]);
+}
+
+static void test_pool_nhwc(int dt)
+{
+    /* average of each 2x2 window, in doubles, against the channels-last pool of a channels-last
+     * src; the output stays channels-last */
+    int64_t N = 2, C = 16, H = 6, W = 8;
+    clipl_tensor *x = RND(dt, N, C, H, W), *xl = NULL, *y = NULL, *yc = NULL;
+    double *X = dbl(x), *E = malloc(sizeof(double) * (size_t)(N * C * H * W / 4));
+    for (int64_t i = 0; i < N * C; i++)
+        for (int64_t oh = 0; oh < H / 2; oh++)
+            for (int64_t ow = 0; ow < W / 2; ow++) {
+                const double *p = X + (i * H + 2 * oh) * W + 2 * ow;
+                E[(i * (H / 2) + oh) * (W / 2) + ow] = (p[0] + p[1] + p[W] + p[W + 1]) / 4;
+            }
+    clipl_tensor *e = ref_tensor(E, 4, (int64_t[]){N, C, H / 2, W / 2});
+    CHECK_OK(clipl__tensor_to_nhwc(x, dt, &xl));
+    CHECK_OK(clipl__pool2d_nhwc(xl, &y, CLIPL_POOL_AVG, 2, 2, 2, 2, 0, 0, 0));
+    CHECK(y && clipl__tensor_is_nhwc(y) && y->dt == dt);
+    CHECK_CLOSE(y, e, tol_for(dt), "avg_pool2d channels-last");
+    /* an NCHW src gives an NCHW (contiguous) dst, like clipl_pool2d */
+    CHECK_OK(clipl__pool2d_nhwc(x, &yc, CLIPL_POOL_AVG, 2, 2, 2, 2, 0, 0, 0));
+    CHECK(yc && clipl_tensor_is_contiguous(yc));
+    CHECK_CLOSE(yc, e, tol_for(dt), "avg_pool2d channels-last, NCHW src");
+    free(X);
+    clipl_tensor *objs[] = {x, xl, y, yc, e};
+    for (size_t i = 0; i < sizeof objs / sizeof *objs; i++)
+        clipl_tensor_release(objs[i]);
+}
+
+static void test_to_nhwc(void)
+{
+    /* exact: a copy (f32 -> f32) or one round to nearest even (f32 -> bf16), through the loop for
+     * 3 channels and through oneDNN's reorder for 16 */
+    for (int64_t c = 3; c <= 16; c += 13)
+        for (int k = 0; k < 2; k++) {
+            int dt = k ? CLIPL_BF16 : CLIPL_F32;
+            clipl_tensor *x = RND(CLIPL_F32, 2, c, 5, 7), *xl = NULL, *xr = NULL;
+            CHECK_OK(clipl__tensor_to_nhwc(x, dt, &xl));
+            CHECK(xl && clipl__tensor_is_nhwc(xl) && xl->dt == dt);
+            CHECK_OK(clipl_tensor_to(x, &xr, dt));
+            CHECK_CLOSE(xl, xr, 0, c == 3 ? "to_nhwc, 3 channels" : "to_nhwc, 16 channels");
+            clipl_tensor_release(x);
+            clipl_tensor_release(xl);
+            clipl_tensor_release(xr);
+        }
+    clipl_tensor *v = RND(CLIPL_F32, 2, 3), *o = NULL;
+    CHECK_ERR(clipl__tensor_to_nhwc(v, CLIPL_F32, &o), CLIPL_EINVAL, "to_nhwc: src must be");
+    clipl_tensor_release(v);
+}
+
 int main(void)
 {
     gen = clipl_generator_new(1234);
@@ -967,6 +1094,11 @@ int main(void)
         test_attention_qkv(dts[i]);
         test_layer_norm_rows(dts[i]);
     }
+    for (int i = 0; i < 2; i++) {
+        test_conv_nhwc(dts[i]);
+        test_pool_nhwc(dts[i]);
+    }
+    test_to_nhwc();
     test_matmul_errors();
     test_empty();
     test_threads();
