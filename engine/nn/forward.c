@@ -622,8 +622,7 @@ static inline float at_f32(const clipl_tensor *src, int64_t off)
 static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor **dst)
 {
     const clipl_model_config *c = &m->cfg;
-    clipl_tensor *tok = NULL, *q0 = NULL, *q = NULL, *k = NULL, *v = NULL, *qh = NULL, *kh = NULL,
-                 *vh = NULL, *a = NULL, *am = NULL;
+    clipl_tensor *tok = NULL, *q0 = NULL, *q = NULL, *qh = NULL;
     int64_t n = src->shape[0], ch = src->shape[1], w = src->shape[3], hw = src->shape[2] * w;
     int64_t s = hw + 1;
     int heads = c->vision_heads;
@@ -669,31 +668,61 @@ static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor 
         }
     }
     free(sums);
-    clipl_tensor *tc = NULL, *qc = NULL;
-    rc = to_compute(m, tok, &tc);
+    /* One query (the mean token) attends over the S tokens, so the k and v projections fold
+     * into it (the same sums, reassociated): per head, scores = tok @ (Wk_h^T q_h) (q_h . bk_h
+     * shifts every score alike and drops out of the softmax), and o_h = (P_h @ tok) @ Wv_h^T + bv_h
+     * (the probabilities sum to 1). That is ~C*C instead of S*C*C multiply-adds each for k and v;
+     * computed in f32. */
+    int64_t d = ch / heads;
+    clipl_tensor *qc = NULL, *qf = NULL, *wk = NULL, *wv = NULL, *wvt = NULL, *qt = NULL,
+                 *qt3 = NULL, *tokt = NULL, *sc = NULL, *pr = NULL, *xb = NULL, *xb4 = NULL,
+                 *oh = NULL, *o2 = NULL, *oc = NULL, *o = NULL;
+    int iwk = idx(m, "%s%s", "visual.attnpool.k_proj.weight", "");
+    int iwv = idx(m, "%s%s", "visual.attnpool.v_proj.weight", "");
+    int ibv = idx(m, "%s%s", "visual.attnpool.v_proj.bias", "");
+    if (iwk < 0 || iwv < 0 || ibv < 0)
+        rc = clipl_errcode();
+    clipl_matmul_opts so;
+    memset(&so, 0, sizeof so);
+    so.scale = (float)(1.0 / sqrt((double)d));
     if (!rc)
         rc = to_compute(m, q0, &qc);
     if (!rc)
         rc = lin(&m->ap_q, qc, &q, CLIPL_ACT_NONE, NULL);
     if (!rc)
-        rc = lin(&m->ap_k, tc, &k, CLIPL_ACT_NONE, NULL);
+        rc = read_f32(q, &qf);
     if (!rc)
-        rc = lin(&m->ap_v, tc, &v, CLIPL_ACT_NONE, NULL);
-    clipl_tensor_release(tc);
-    clipl_tensor_release(qc);
+        rc = clipl_tensor_view(qf, &qh, 4, (const int64_t[]){n, heads, 1, d});
     if (!rc)
-        rc = heads_view(q, 1, 0, heads, &qh);
+        rc = clipl_tensor_view(nn_p(m, iwk), &wk, 3, (const int64_t[]){heads, d, ch});
     if (!rc)
-        rc = heads_view(k, 1, 0, heads, &kh);
+        rc = clipl_matmul(qh, wk, NULL, &qt, &so); /* [N, H, 1, C], scaled */
     if (!rc)
-        rc = heads_view(v, 1, 0, heads, &vh);
+        rc = clipl_tensor_view(qt, &qt3, 3, (const int64_t[]){n, heads, ch});
     if (!rc)
-        rc = clipl_attention(qh, kh, vh, NULL, &a, 0, NULL);
+        rc = clipl_tensor_transpose(tok, &tokt, 1, 2);
     if (!rc)
-        rc = merge_heads(a, &am);
-    clipl_tensor *o = NULL;
+        rc = clipl_matmul(qt3, tokt, NULL, &sc, NULL); /* [N, H, S] */
     if (!rc)
-        rc = lin(&m->ap_c, am, &o, CLIPL_ACT_NONE, NULL);
+        rc = clipl_softmax(sc, &pr, -1, 0);
+    if (!rc)
+        rc = clipl_matmul(pr, tok, NULL, &xb, NULL); /* [N, H, C] */
+    if (!rc)
+        rc = clipl_tensor_view(xb, &xb4, 4, (const int64_t[]){n, heads, 1, ch});
+    if (!rc)
+        rc = clipl_tensor_view(nn_p(m, iwv), &wv, 3, (const int64_t[]){heads, d, ch});
+    if (!rc)
+        rc = clipl_tensor_transpose(wv, &wvt, 1, 2);
+    if (!rc)
+        rc = clipl_matmul(xb4, wvt, NULL, &oh, NULL); /* [N, H, 1, D] */
+    if (!rc)
+        rc = clipl_tensor_view(oh, &o2, 3, (const int64_t[]){n, 1, ch});
+    if (!rc)
+        rc = clipl_add_(o2, nn_p(m, ibv), 1.0);
+    if (!rc)
+        rc = to_compute(m, o2, &oc);
+    if (!rc)
+        rc = lin(&m->ap_c, oc, &o, CLIPL_ACT_NONE, NULL);
     if (!rc) {
         clipl_tensor *of = NULL;
         rc = read_f32(o, &of);
@@ -701,12 +730,12 @@ static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor 
             rc = clipl_tensor_view(of, dst, 2, (const int64_t[]){n, c->embed_dim});
         clipl_tensor_release(of);
     }
-    clipl_tensor_release(o);
+    clipl_tensor *tmp[] = {qc, qf, wk, wv, wvt, qt, qt3, tokt, sc, pr, xb, xb4, oh, o2, oc, o};
+    for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++)
+        clipl_tensor_release(tmp[i]);
 done:
     clipl_tensor_release(tok), clipl_tensor_release(q0);
-    clipl_tensor_release(q), clipl_tensor_release(k), clipl_tensor_release(v);
-    clipl_tensor_release(qh), clipl_tensor_release(kh), clipl_tensor_release(vh);
-    clipl_tensor_release(a), clipl_tensor_release(am);
+    clipl_tensor_release(q), clipl_tensor_release(qh);
     return rc;
 }
 
