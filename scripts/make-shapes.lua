@@ -26,6 +26,12 @@ local args = cli.parser {
         {"--size", arg = "PX", type = "integer", default = 64, help = "image side in pixels"},
         {"--two", arg = "F", type = "number", default = 0.2,
          help = "fraction of training images with two shapes"},
+        {"--shape-captions", arg = "F", type = "number", default = 0,
+         help = "fraction of one-shape training captions that leave the colour out " ..
+             "(\"a small circle on the left\")"},
+        {"--group", arg = "K", type = "integer", default = 1,
+         help = "write training images in runs of K that differ only in the shape (hard " ..
+             "negatives; train with clipl train --group K)"},
         {"--format", arg = "EXT", default = "png", choices = {"png", "jpg", "webp"},
          help = "image format"},
         {"--preview", arg = "FILE",
@@ -35,7 +41,8 @@ local args = cli.parser {
 }:parse(arg)
 
 if args.preview then
-    local scenes = clip.shapes.sample(16, {seed = args.seed, size = args.size, two = args.two})
+    local scenes = clip.shapes.sample(16, {seed = args.seed, size = args.size, two = args.two,
+        shape_captions = args.shape_captions, group = args.group})
     clip.shapes.save(clip.shapes.grid(scenes, 4, args.size), args.preview)
     for i, s in ipairs(scenes) do
         print(string.format("%2d  %s  (%s background)", i, s.caption, s.background.kind))
@@ -53,7 +60,8 @@ local total = args.n + (args.val or math.floor(args.n / 10)) +
 local t0 = os.time()
 local ok, res = pcall(clip.shapes.generate, {
     out = args.out, n = args.n, n_val = args.val, n_heldout = args.heldout, seed = args.seed,
-    size = args.size, two = args.two, format = args.format,
+    size = args.size, two = args.two, shape_captions = args.shape_captions,
+    group = args.group, format = args.format,
     progress = not args.quiet and function(done)
         io.stderr:write(string.format("\r%d / %d images", done, total))
     end or nil,

@@ -39,6 +39,8 @@ local args = cli.parser {
         {"--batch-size", arg = "N", type = "number", default = 32},
         {"--lr", arg = "LR", type = "number", default = 5e-4},
         {"--wd", arg = "WD", type = "number", default = 0.2, help = "AdamW weight decay"},
+        {"--group", arg = "K", type = "number", default = 1, help = "shuffle --train in runs " ..
+            "of K rows kept together in a batch (hard negatives of make-shapes --group K)"},
         {"--warmup", arg = "STEPS", type = "number", default = 100},
         {"--grad-clip", arg = "NORM", type = "number", help = "clip the global gradient norm"},
         {"--dtype", arg = "T", default = "f32", choices = {"f32", "bf16"},
@@ -149,9 +151,12 @@ local ok_ds, ds = pcall(T.dataset, args.train, {templates = templates})
 if not ok_ds then
     die(ds)
 end
-local loader = T.loader(ds, {batch_size = args.batch_size, resolution = info.image_resolution,
-    seed = args.seed, tokenize = tokenize,
+local ok_ld, loader = pcall(T.loader, ds, {batch_size = args.batch_size,
+    resolution = info.image_resolution, seed = args.seed, tokenize = tokenize, group = args.group,
     caption_templates = args.caption_templates and templates_of(args.caption_templates)})
+if not ok_ld then
+    die(loader)
+end
 local vals = {}
 for spec in (args.val or ""):gmatch("[^,]+") do
     local ok, v = pcall(T.dataset, spec, {label_column = args.val_column, templates = templates})

@@ -69,6 +69,14 @@ shapes.TEMPLATES = {
     "a {size} {colour} {shape}",
     "a {colour} {shape}",
 }
+--- Templates of one shape that leave the colour out, used for a fraction of the single-shape
+-- captions (option shape_captions, 0 by default): the caption then describes the shape alone.
+shapes.TEMPLATES_SHAPE = {
+    "a {size} {shape} {position}",
+    "a {shape} {position}",
+    "a {size} {shape}",
+    "a {shape}",
+}
 --- Templates of two shapes ({colour1}, {shape1}, {position1}, {colour2}, ...).
 shapes.TEMPLATES2 = {
     "a {colour1} {shape1} and a {colour2} {shape2}",
@@ -165,6 +173,17 @@ local function config(opts)
     if type(cfg.two) ~= "number" or cfg.two < 0 or cfg.two > 1 then
         fail("two (the fraction of images with two shapes) must be in [0, 1], got " ..
             tostring(opts.two))
+    end
+    cfg.shape_captions = opts.shape_captions or 0
+    if type(cfg.shape_captions) ~= "number" or cfg.shape_captions < 0 or
+        cfg.shape_captions > 1 then
+        fail("shape_captions (the fraction of one-shape captions without the colour) must be " ..
+            "in [0, 1], got " .. tostring(opts.shape_captions))
+    end
+    cfg.group = opts.group or 1
+    if type(cfg.group) ~= "number" or cfg.group ~= math.floor(cfg.group) or cfg.group < 1 then
+        fail("group (scenes per hard-negative group) must be an integer >= 1, got " ..
+            tostring(opts.group))
     end
     cfg.rotation = opts.rotation or 0.2
     if type(cfg.rotation) ~= "number" or cfg.rotation < 0 then
@@ -343,7 +362,8 @@ end
 function shapes.caption(scene, t)
     local it = scene.items
     if #it == 1 then
-        local tpl = shapes.TEMPLATES[t or scene.template or 1]
+        local list = scene.colourless and shapes.TEMPLATES_SHAPE or shapes.TEMPLATES
+        local tpl = list[t or scene.template or 1]
         return fill(tpl, {size = it[1].size, colour = it[1].colour, shape = it[1].shape,
                           position = it[1].phrase})
     end
@@ -381,7 +401,35 @@ local function sample_scene(rng, cfg)
         scene.items[1] = place(rng, cfg, shape, colour, rng:int(#shapes.SIZES),
                                rng:int(#shapes.POSITIONS))
         scene.template = cfg.template or rng:int(#shapes.TEMPLATES)
+        -- drawn only when asked for, so that the default stream of scenes is unchanged
+        scene.colourless = cfg.shape_captions > 0 and rng:uniform() < cfg.shape_captions or nil
     end
+    scene.background = sample_background(rng, cfg, scene.items)
+    scene.caption = shapes.caption(scene)
+    return scene
+end
+
+local SIZE_INDEX, POSITION_INDEX = index_by_name(shapes.SIZES), index_by_name(shapes.POSITIONS)
+
+-- A hard negative of a one-shape scene: the same colour, size, position and caption template
+-- with a shape not yet in used (a new background, jitter and rotation); a fresh scene when every
+-- allowed shape is used.
+local function variant_scene(rng, cfg, first, used)
+    local it = first.items[1]
+    local choices = {}
+    for _, shape in ipairs(cfg.shapes) do
+        if not used[shape] and allowed(cfg, it.colour, shape) then
+            choices[#choices + 1] = shape
+        end
+    end
+    if #choices == 0 then
+        return sample_scene(rng, cfg)
+    end
+    local shape = choices[rng:int(#choices)]
+    used[shape] = true
+    local scene = {items = {place(rng, cfg, shape, it.colour, SIZE_INDEX[it.size],
+                                  POSITION_INDEX[it.position])},
+                   template = first.template, colourless = first.colourless}
     scene.background = sample_background(rng, cfg, scene.items)
     scene.caption = shapes.caption(scene)
     return scene
@@ -392,16 +440,24 @@ end
 -- opts: size (64), split ("train" | "val" | "heldout" | "all"), two (fraction of two-shape
 -- images: 0.2 for train, 0 otherwise), rotation (0.2 rad), colours, shapes, heldout (default:
 -- the pairs of shapes.HELDOUT among the colours and shapes in use), background
--- (force one kind), template (force one template number), generator or seed.
+-- (force one kind), template (force one template number), shape_captions (fraction of one-shape
+-- captions without the colour, 0), group (1: each run of `group` scenes that starts with a
+-- one-shape scene continues with scenes that differ from it only in the shape, hard negatives for
+-- a contrastive batch), generator or seed.
 function shapes.sample(n, opts)
     if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then
         fail("sample: n must be an integer >= 0, got " .. tostring(n))
     end
     local cfg = config(opts)
     local rng = new_rng(generator_of(opts))
-    local out = {}
+    local out, first, used = {}, nil, nil
     for i = 1, n do
-        out[i] = sample_scene(rng, cfg)
+        if (i - 1) % cfg.group == 0 or #first.items ~= 1 then
+            out[i] = sample_scene(rng, cfg)
+            first, used = out[i], {[out[i].items[1].shape] = true}
+        else
+            out[i] = variant_scene(rng, cfg, first, used)
+        end
     end
     return out, cfg
 end
@@ -599,6 +655,9 @@ function shapes.generate(opts)
             sopts[k] = v
         end
         sopts.split, sopts.seed = split, nil
+        if split ~= "train" then -- val and heldout: independent scenes named by colour and shape
+            sopts.shape_captions, sopts.group = nil, nil
+        end
         -- one independent stream per split, so that changing one split's size leaves the others
         sopts.generator = tensor.generator(seed * 16 + si)
         local tsv_path = out .. "/" .. split .. ".tsv"
@@ -606,7 +665,7 @@ function shapes.generate(opts)
         tsv:write("path\tcaption\tcolour\tshape\tsize\tposition\n")
         local index = 0
         while index < counts[split] do
-            local m = math.min(256, counts[split] - index)
+            local m = math.min(256 - 256 % base.group, counts[split] - index)
             local scenes = shapes.sample(m, sopts)
             local px = shapes.render(scenes, base.size)
             local paths, cpaths = {}, ffi.new("const char *[?]", m)

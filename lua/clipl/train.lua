@@ -763,13 +763,19 @@ Loader.__index = Loader
 -- true, tokenize = fn(captions) -> tokens, caption_templates = {"{}", "a photo of {}."}}): batches
 -- of {images [B, 3, R, R], tokens, captions, labels}; with caption_templates each caption is put
 -- into one of them ({} = the caption), chosen by the item and the epoch. The order of epoch e is a
--- permutation seeded by (seed, e), so a resumed run sees the same batches.
+-- permutation seeded by (seed, e), so a resumed run sees the same batches; with group = g > 1 the
+-- runs of g consecutive rows are shuffled instead, each kept whole in one batch (hard negatives).
 function M.loader(ds, opts)
     opts = opts or {}
     local self = setmetatable({ds = ds, batch_size = opts.batch_size or 32,
         resolution = opts.resolution or 224, shuffle = opts.shuffle ~= false,
         seed = opts.seed or 0, drop_last = opts.drop_last ~= false, tokenize = opts.tokenize,
-        caption_templates = opts.caption_templates}, Loader)
+        caption_templates = opts.caption_templates, group = opts.group or 1}, Loader)
+    if self.group < 1 or self.group ~= math.floor(self.group) or self.batch_size % self.group ~= 0
+    then
+        error(string.format("loader: group (%s) must be an integer >= 1 that divides the batch " ..
+            "size (%d)", tostring(self.group), self.batch_size), 2)
+    end
     local n = #ds.items
     self.batches = self.drop_last and math.floor(n / self.batch_size) or
         math.ceil(n / self.batch_size)
@@ -786,6 +792,17 @@ function Loader:batch(e, b)
     local order = self._order_epoch == e and self._order or nil
     if not order then
         order = self.shuffle and permutation(n, self.seed * 100003 + e) or nil
+        local g = self.group
+        if order and g > 1 then -- shuffle runs of g rows, keeping each run together
+            local runs = permutation(math.ceil(n / g), self.seed * 100003 + e)
+            local k = 0
+            for _, r in ipairs(runs) do
+                for i = (r - 1) * g + 1, math.min(n, r * g) do
+                    k = k + 1
+                    order[k] = i
+                end
+            end
+        end
         self._order, self._order_epoch = order, e
     end
     local paths, caps, labels, items = {}, {}, {}, {}

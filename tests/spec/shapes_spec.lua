@@ -110,6 +110,63 @@ describe("clip.shapes", function()
         assert.is_true(n_two > 50 and n_two < 150)
     end)
 
+    it("shape_captions leaves the colour out of that share of one-shape captions", function()
+        -- the default stream is unchanged by the option's existence (no extra draw at 0)
+        local _, c0 = shapes.batch(40, {seed = 5, raw = true})
+        local _, cz = shapes.batch(40, {seed = 5, raw = true, shape_captions = 0})
+        assert.are.same(c0, cz)
+        local scenes = shapes.sample(2000, {seed = 5, two = 0.2, shape_captions = 0.5})
+        local one, colourless = 0, 0
+        for _, s in ipairs(scenes) do
+            for _, it in ipairs(s.items) do
+                assert.truthy(s.caption:find(it.shape, 1, true), s.caption)
+            end
+            local named = false
+            for _, c in ipairs(shapes.COLOURS) do
+                named = named or s.caption:find("%f[%a]" .. c[1] .. "%f[%A]") ~= nil
+            end
+            if #s.items == 1 then
+                one = one + 1
+                colourless = colourless + (named and 0 or 1)
+                assert.are.equal(not named, s.colourless == true, s.caption)
+            else
+                assert.is_true(named, s.caption) -- two-shape captions always name both colours
+            end
+        end
+        -- binomial: ~1600 one-shape scenes at p = 0.5 have a standard error of 1.25%; +-6% is
+        -- about 5 standard errors
+        assert.is_true(math.abs(colourless / one - 0.5) < 0.06, colourless .. " of " .. one)
+    end)
+
+    it("group writes runs of scenes that differ only in the shape", function()
+        local scenes = shapes.sample(400, {seed = 9, two = 0.2, group = 4})
+        local held, runs = {}, 0
+        for _, p in ipairs(shapes.HELDOUT) do
+            held[p[1] .. "/" .. p[2]] = true
+        end
+        for r = 0, 99 do
+            local first = scenes[r * 4 + 1]
+            if #first.items == 1 then
+                runs = runs + 1
+                local it0, seen = first.items[1], {}
+                for k = 1, 4 do
+                    local s = scenes[r * 4 + k]
+                    local it = s.items[1]
+                    assert.are.equal(1, #s.items)
+                    assert.are.same({it0.colour, it0.size, it0.position},
+                        {it.colour, it.size, it.position})
+                    assert.is_nil(seen[it.shape], s.caption) -- four different shapes
+                    seen[it.shape] = true
+                    assert.are.equal(first.caption:gsub(it0.shape, it.shape), s.caption)
+                    assert.is_nil(held[it.colour .. "/" .. it.shape], s.caption)
+                end
+            end
+        end
+        assert.is_true(runs > 60, tostring(runs)) -- ~80% of the runs start with one shape
+        assert.has_error(function() shapes.sample(2, {group = 0}) end,
+            "shapes: group (scenes per hard-negative group) must be an integer >= 1, got 0")
+    end)
+
     it("the background is never the shape's colour", function()
         for _, s in ipairs(shapes.sample(500, {seed = 5})) do
             for _, it in ipairs(s.items) do
@@ -241,6 +298,9 @@ describe("clip.shapes", function()
         err = err_of(shapes.batch, 2, {two = 2})
         assert.truthy(err:find("two (the fraction of images with two shapes) must be in [0, 1]", 1,
             true))
+        err = err_of(shapes.batch, 2, {shape_captions = -0.1})
+        assert.truthy(err:find("shape_captions (the fraction of one-shape captions without the " ..
+            "colour) must be in [0, 1]", 1, true))
         err = err_of(shapes.generate, {n = 3})
         assert.truthy(err:find("opts.out (the output folder) is required", 1, true))
         err = err_of(shapes.save, clip.zeros({4, 4, 3}, "u8"), "/tmp/x.bmp")

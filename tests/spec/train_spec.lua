@@ -343,6 +343,22 @@ describe("data sets", function()
         -- the first item of batch 2 of epoch 1 is the 5th of the permutation
         local perm = clip.train.permutation(10, 3 * 100003 + 1)
         assert.are.equal("caption " .. perm[5], e1[5])
+        -- group = 2: runs of two rows (1-2, 3-4, ...) stay together, in the order of a seeded
+        -- permutation of the runs; every item once per epoch
+        local gl = clip.train.loader(ds, {batch_size = 4, resolution = 8, seed = 3, group = 2})
+        local runs, seen = clip.train.permutation(5, 3 * 100003 + 1), {}
+        for b, batch in gl:iter(1) do
+            for i, c in ipairs(batch.captions) do
+                local k = (b - 1) * 4 + i
+                local want = (runs[math.floor((k - 1) / 2) + 1] - 1) * 2 + (k - 1) % 2 + 1
+                assert.are.equal("caption " .. want, c)
+                assert.is_nil(seen[c])
+                seen[c] = true
+            end
+        end
+        assert.has_error(function()
+            clip.train.loader(ds, {batch_size = 4, group = 3})
+        end)
         os.execute("rm -rf '" .. dir .. "'")
     end)
 
