@@ -181,6 +181,34 @@ static inline float hmax(v16 v)
     return m;
 }
 
+/* dst[0..n) = scale * src[at..at+n) (f32 or bf16 source), 16 at a time. */
+static inline void load_row(float *dst, const void *src, int64_t at, int64_t n, int bf16,
+                            float scale)
+{
+    int64_t d = 0;
+    if (bf16) {
+        const uint16_t *h = (const uint16_t *)src + at;
+        for (; d + VL <= n; d += VL) {
+            v16h hv;
+            memcpy(&hv, h + d, sizeof hv);
+            const v16 f = (v16)(__builtin_convertvector(hv, v16u) << 16) * scale;
+            memcpy(dst + d, &f, sizeof f);
+        }
+        for (; d < n; d++)
+            dst[d] = plain_bf16_to_f32(h[d]) * scale;
+    } else {
+        const float *f = (const float *)src + at;
+        for (; d + VL <= n; d += VL) {
+            v16 fv;
+            memcpy(&fv, f + d, sizeof fv);
+            fv *= scale;
+            memcpy(dst + d, &fv, sizeof fv);
+        }
+        for (; d < n; d++)
+            dst[d] = f[d] * scale;
+    }
+}
+
 /* Per-thread work buffers for one head, zero-padded once: q [tr, dh] (scaled, rows padded to a
  * multiple of RB), k [t, dh] and transposed [dh, tp] (columns padded to a multiple of VL), v [t,
  * dhp] (columns padded to a multiple of VL), scores of one row block [RB, tp]. */
@@ -202,21 +230,9 @@ attend_head(const void *qkv, void *dst, int bf16, int64_t n, int64_t h, int64_t 
      * rows would evict each other from the caches); k goes through kr to be transposed in L1 */
     for (int64_t i = 0; i < t; i++) {
         const int64_t r = base + i * 3 * w;
-        float *q = b->q + i * dh, *k = b->kr + i * dh, *v = b->v + i * dhp;
-        if (bf16) {
-            const uint16_t *src = (const uint16_t *)qkv + r;
-            for (int64_t d = 0; d < dh; d++) {
-                q[d] = plain_bf16_to_f32(src[d]) * scale;
-                k[d] = plain_bf16_to_f32(src[w + d]);
-                v[d] = plain_bf16_to_f32(src[2 * w + d]);
-            }
-        } else {
-            const float *src = (const float *)qkv + r;
-            for (int64_t d = 0; d < dh; d++)
-                q[d] = src[d] * scale;
-            memcpy(k, src + w, sizeof(float) * (size_t)dh);
-            memcpy(v, src + 2 * w, sizeof(float) * (size_t)dh);
-        }
+        load_row(b->q + i * dh, qkv, r, dh, bf16, scale);
+        load_row(b->kr + i * dh, qkv, r + w, dh, bf16, 1.0f);
+        load_row(b->v + i * dhp, qkv, r + 2 * w, dh, bf16, 1.0f);
     }
     for (int64_t d = 0; d < dh; d++)
         for (int64_t i = 0; i < t; i++)
