@@ -331,64 +331,6 @@ static int ln_compute(const clipl_model *m, const clipl_tensor *x, int iw, int i
     return clipl__layer_norm_rows(x, nn_p(m, iw), nn_p(m, ib), LN_EPS, m->dtype, dst);
 }
 
-/* Splits [N, T, 3W] (or [N, T, W] when parts = 1) into heads: part p -> [N, H, T, Dh] view. */
-static int heads_view(const clipl_tensor *x, int parts, int p, int heads, clipl_tensor **dst)
-{
-    int64_t n = x->shape[0], t = x->shape[1], w = x->shape[2] / parts;
-    int64_t shape[5] = {n, t, parts, heads, w / heads};
-    clipl_tensor *v5 = NULL, *v4 = NULL;
-    int rc = clipl_tensor_view(x, &v5, 5, shape);
-    if (!rc)
-        rc = clipl_tensor_select(v5, &v4, 2, p);
-    if (!rc)
-        rc = clipl_tensor_permute(v4, dst, 4, (const int[]){0, 2, 1, 3});
-    clipl_tensor_release(v5);
-    clipl_tensor_release(v4);
-    return rc;
-}
-
-/* [N, H, T, Dh] -> contiguous [N, T, H*Dh]. */
-static int merge_heads(const clipl_tensor *a, clipl_tensor **dst)
-{
-    clipl_tensor *p = NULL, *c = NULL;
-    int rc = clipl_tensor_permute(a, &p, 4, (const int[]){0, 2, 1, 3});
-    if (!rc)
-        rc = clipl_tensor_contiguous(p, &c);
-    if (!rc) {
-        int64_t shape[3] = {a->shape[0], a->shape[2], a->shape[1] * a->shape[3]};
-        rc = clipl_tensor_view(c, dst, 3, shape);
-    }
-    clipl_tensor_release(p);
-    clipl_tensor_release(c);
-    return rc;
-}
-
-/* Multi-head attention of qkv [N, T, 3W] -> [N, T, W] with the heads merged. The fused kernel
- * serves bf16 (it computes in f32 from the bf16 inputs) and the causal text tower (it skips the
- * masked half); f32 images stay on oneDNN's batched matmuls, which read f32 qkv faster at batch 16
- * (bench/README-encode.md). */
-static int attend(const clipl_model *m, const clipl_tensor *qkv, int heads, int causal,
-                  clipl_tensor **dst)
-{
-    if (m->dtype != CLIPL_F32 || causal)
-        return clipl__attention_qkv(qkv, heads, causal, dst);
-    clipl_tensor *q = NULL, *k = NULL, *v = NULL, *a = NULL;
-    int rc = heads_view(qkv, 3, 0, heads, &q);
-    if (!rc)
-        rc = heads_view(qkv, 3, 1, heads, &k);
-    if (!rc)
-        rc = heads_view(qkv, 3, 2, heads, &v);
-    if (!rc)
-        rc = clipl_attention(q, k, v, NULL, &a, 0, NULL);
-    if (!rc)
-        rc = merge_heads(a, dst);
-    clipl_tensor_release(q);
-    clipl_tensor_release(k);
-    clipl_tensor_release(v);
-    clipl_tensor_release(a);
-    return rc;
-}
-
 /* One residual attention block, in place on x [N, T, W] (f32, owned, contiguous); causal for the
  * text tower. */
 static int block_run(const clipl_model *m, const nn_block *b, int heads, clipl_tensor *x,
@@ -400,7 +342,7 @@ static int block_run(const clipl_model *m, const nn_block *b, int heads, clipl_t
         rc = lin(&b->in_proj, h, &qkv, CLIPL_ACT_NONE, NULL);
     REL(h);
     if (!rc)
-        rc = attend(m, qkv, heads, causal, &am);
+        rc = clipl__attention_qkv(qkv, heads, causal, &am);
     REL(qkv);
     if (!rc)
         rc = lin(&b->out_proj, am, &r, CLIPL_ACT_NONE, x);
