@@ -165,20 +165,30 @@ static inline v16h vbf16(v16 f)
     return __builtin_convertvector(u, v16h);
 }
 
+/* Horizontal sum and maximum by halving shuffles (a scalar loop over the lanes went through the
+ * stack, one dependent step per lane). */
+#define HALVES(v, op)                                                                              \
+    do {                                                                                           \
+        v = op(v, __builtin_shuffle(                                                               \
+                      v, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));           \
+        v = op(v, __builtin_shuffle(v, (v16i){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3}));   \
+        v = op(v, __builtin_shuffle(v, (v16i){2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1}));   \
+        v = op(v, __builtin_shuffle(v, (v16i){1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0}));   \
+    } while (0)
+
+static inline v16 vadd(v16 a, v16 b) { return a + b; }
+static inline v16 vmax(v16 a, v16 b) { return vsel(a > b, a, b); }
+
 static inline float hsum(v16 v)
 {
-    float s = 0;
-    for (int k = 0; k < VL; k++)
-        s += v[k];
-    return s;
+    HALVES(v, vadd);
+    return v[0];
 }
 
 static inline float hmax(v16 v)
 {
-    float m = v[0];
-    for (int k = 1; k < VL; k++)
-        m = v[k] > m ? v[k] : m;
-    return m;
+    HALVES(v, vmax);
+    return v[0];
 }
 
 /* dst[0..n) = scale * src[at..at+n) (f32 or bf16 source), 16 at a time. */
@@ -262,7 +272,7 @@ attend_head(const void *qkv, void *dst, int bf16, int64_t n, int64_t h, int64_t 
                 s[j] = -INFINITY;
             v16 mv = *(v16 *)s;
             for (int64_t jc = VL; jc < jpad; jc += VL)
-                mv = vsel(*(v16 *)(s + jc) > mv, *(v16 *)(s + jc), mv);
+                mv = vmax(*(v16 *)(s + jc), mv);
             const float mx = hmax(mv);
             v16 sum = {0};
             for (int64_t jc = 0; jc < jpad; jc += VL) {
