@@ -564,15 +564,15 @@ static inline float at_f32(const clipl_tensor *src, int64_t off)
 static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor **dst)
 {
     const clipl_model_config *c = &m->cfg;
-    clipl_tensor *tok = NULL, *q0 = NULL, *q = NULL, *qh = NULL;
+    clipl_tensor *tok = NULL, *q0 = NULL, *q = NULL, *qh = NULL, *conv = NULL;
     int64_t n = src->shape[0], ch = src->shape[1], w = src->shape[3], hw = src->shape[2] * w;
     int64_t s = hw + 1;
     int heads = c->vision_heads;
     int rc = CLIPL_OK;
-    if (src->dt != CLIPL_F32 && src->dt != CLIPL_BF16) {
-        rc = clipl__err(CLIPL_EINVAL, "attnpool: src must be f32 or bf16, got %s",
-                        clipl_dtype_name(src->dt));
-        goto done;
+    if (src->dt != CLIPL_F32 && src->dt != CLIPL_BF16) { /* f16 from a caller: read as f32 */
+        if ((rc = read_f32(src, &conv)))
+            goto done;
+        src = conv;
     }
     tok = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, s, ch});
     q0 = clipl_tensor_empty(CLIPL_F32, 3, (const int64_t[]){n, 1, ch});
@@ -677,7 +677,7 @@ static int attnpool(const clipl_model *m, const clipl_tensor *src, clipl_tensor 
         clipl_tensor_release(tmp[i]);
 done:
     clipl_tensor_release(tok), clipl_tensor_release(q0);
-    clipl_tensor_release(q), clipl_tensor_release(qh);
+    clipl_tensor_release(q), clipl_tensor_release(qh), clipl_tensor_release(conv);
     return rc;
 }
 
