@@ -54,7 +54,7 @@ step("zero-shot with the bundled model (models/clipl-tiny)", function()
         end
         print(string.format("  %-22s %s", files[i]:match("[^/]*$"), table.concat(shown, ", ")))
     end
-    print("  (the first bundled model has learned colour, not yet shape: see its MODEL_CARD.md)")
+    print("  (the bundled model knows colour well, shape only partly: see its MODEL_CARD.md)")
 end)
 
 if #missing > 0 then
