@@ -128,20 +128,24 @@ done:
 /* The kernel works on 16-float vectors (GCC vector extensions, compiled for AVX-512, AVX2 and a
  * baseline by target_clones) and blocks of RB query rows, so that every loaded vector of k or v
  * feeds RB fused multiply-adds held in registers. */
-/* The helpers below pass vectors by value; they are static and inlined, so no ABI is at stake. */
+/* The helpers below pass vectors by value. They must be inlined into each clone of attend_head: a
+ * helper left out of line (as -O0 or a sanitizer build may do) is compiled for the default target
+ * and takes 64-byte vectors in memory, while an AVX-512 clone passes them in registers. VEC_INLINE
+ * forces the inlining, so no ABI is ever at stake (hence -Wpsabi is quiet here). */
 #pragma GCC diagnostic ignored "-Wpsabi"
+#define VEC_INLINE static inline __attribute__((always_inline))
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 typedef uint32_t v16u __attribute__((vector_size(64)));
 typedef uint16_t v16h __attribute__((vector_size(32)));
 enum { VL = 16, RB = 8 };
 
-static inline v16 vsel(v16i m, v16 a, v16 b) { return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
+VEC_INLINE v16 vsel(v16i m, v16 a, v16 b) { return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
 
 /* exp(x) for x <= 0 (a score minus its row's maximum): Cephes' expf polynomial after reduction by
  * ln 2, relative error about 2e-7; below -87 the result is exp(-87) (the caller zeroes masked
  * entries). */
-static inline v16 vexp_nonpos(v16 x)
+VEC_INLINE v16 vexp_nonpos(v16 x)
 {
     const v16 lo = (v16){0} - 87.0f;
     x = vsel(x < lo, lo, x);
@@ -158,7 +162,7 @@ static inline v16 vexp_nonpos(v16 x)
 }
 
 /* f32 -> bf16, nearest even, NaN kept quiet (as plain_f32_to_bf16). */
-static inline v16h vbf16(v16 f)
+VEC_INLINE v16h vbf16(v16 f)
 {
     v16u u = (v16u)f, nan = (v16u)((u & 0x7fffffffu) > 0x7f800000u);
     u = (nan & ((u >> 16) | 0x40u)) | (~nan & ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16));
@@ -176,24 +180,23 @@ static inline v16h vbf16(v16 f)
         v = op(v, __builtin_shuffle(v, (v16i){1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0}));   \
     } while (0)
 
-static inline v16 vadd(v16 a, v16 b) { return a + b; }
-static inline v16 vmax(v16 a, v16 b) { return vsel(a > b, a, b); }
+VEC_INLINE v16 vadd(v16 a, v16 b) { return a + b; }
+VEC_INLINE v16 vmax(v16 a, v16 b) { return vsel(a > b, a, b); }
 
-static inline float hsum(v16 v)
+VEC_INLINE float hsum(v16 v)
 {
     HALVES(v, vadd);
     return v[0];
 }
 
-static inline float hmax(v16 v)
+VEC_INLINE float hmax(v16 v)
 {
     HALVES(v, vmax);
     return v[0];
 }
 
 /* dst[0..n) = scale * src[at..at+n) (f32 or bf16 source), 16 at a time. */
-static inline void load_row(float *dst, const void *src, int64_t at, int64_t n, int bf16,
-                            float scale)
+VEC_INLINE void load_row(float *dst, const void *src, int64_t at, int64_t n, int bf16, float scale)
 {
     int64_t d = 0;
     if (bf16) {
