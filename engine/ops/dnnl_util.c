@@ -361,6 +361,19 @@ clipl__prim *clipl__prim_put(const clipl__key *k, dnnl_primitive_desc_t pd, cons
     return &e->p;
 }
 
+clipl__prim *clipl__prim_new(const clipl__key *k, const void *desc, const char *op,
+                             const char *what)
+{
+    dnnl_engine_t eng = clipl__dnnl_engine(op);
+    dnnl_primitive_attr_t attr;
+    dnnl_primitive_desc_t pd;
+    if (!eng || clipl__dnnl_attr(&attr, NULL, op))
+        return NULL;
+    int rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, desc, attr, eng, NULL), op, what);
+    dnnl_primitive_attr_destroy(attr);
+    return rc ? NULL : clipl__prim_put(k, pd, op);
+}
+
 void clipl__prim_release(clipl__prim *p)
 {
     if (!p)

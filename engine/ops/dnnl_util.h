@@ -58,6 +58,11 @@ clipl__prim *clipl__prim_get(const clipl__key *k);
  * key and returns a reference; NULL with the error set on failure. */
 clipl__prim *clipl__prim_put(const clipl__key *k, dnnl_primitive_desc_t pd, const char *op);
 void clipl__prim_release(clipl__prim *p);
+/* The primitive of an op descriptor (desc, e.g. a dnnl_softmax_v2_desc_t *) with default
+ * attributes, created and cached under key; what names it in errors. A reference, or NULL with
+ * the error set. For primitives without post-ops: softmax, norms, pooling, eltwise. */
+clipl__prim *clipl__prim_new(const clipl__key *k, const void *desc, const char *op,
+                             const char *what);
 
 /* Executes p with the given arguments (DNNL_ARG_SCRATCHPAD is added from this thread's
  * scratchpad) on this thread's stream and waits. */

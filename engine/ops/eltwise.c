@@ -21,25 +21,13 @@ static int eltwise_run(const dnnl_memory_desc_t *md, const void *src, void *dst,
     clipl__key_addf(&k, beta);
     clipl__prim *p = clipl__prim_get(&k);
     if (!p) {
-        dnnl_engine_t eng = clipl__dnnl_engine(op);
-        if (!eng)
-            return clipl_errcode();
         dnnl_eltwise_desc_t desc;
-        dnnl_primitive_attr_t attr;
-        dnnl_primitive_desc_t pd;
         rc = clipl__dnnl_check(
             dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_inference, alg, md, alpha, beta), op,
             "eltwise descriptor");
         if (rc)
             return rc;
-        if ((rc = clipl__dnnl_attr(&attr, NULL, op)))
-            return rc;
-        rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
-                               "eltwise primitive descriptor");
-        dnnl_primitive_attr_destroy(attr);
-        if (rc)
-            return rc;
-        if (!(p = clipl__prim_put(&k, pd, op)))
+        if (!(p = clipl__prim_new(&k, &desc, op, "eltwise primitive descriptor")))
             return clipl_errcode();
     }
     clipl__arg args[2] = {{DNNL_ARG_SRC, md, (void *)src}, {DNNL_ARG_DST, md, dst}};

@@ -89,26 +89,12 @@ int clipl_layer_norm(const clipl_tensor *src, int norm_ndim, const clipl_tensor 
         clipl__key_addf(&k, eps);
         clipl__prim *p = clipl__prim_get(&k);
         if (!p) {
-            dnnl_engine_t eng = clipl__dnnl_engine(op);
             dnnl_layer_normalization_desc_t desc;
-            dnnl_primitive_attr_t attr;
-            dnnl_primitive_desc_t pd;
-            if (!eng) {
-                rc = clipl_errcode();
-                goto fail;
-            }
             if ((rc = clipl__dnnl_check(dnnl_layer_normalization_forward_desc_init(
                                             &desc, prop, &dmd, &smd, (float)eps, flags),
                                         op, "layer norm descriptor")))
                 goto fail;
-            if ((rc = clipl__dnnl_attr(&attr, NULL, op)))
-                goto fail;
-            rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
-                                   "layer norm primitive descriptor");
-            dnnl_primitive_attr_destroy(attr);
-            if (rc)
-                goto fail;
-            if (!(p = clipl__prim_put(&k, pd, op))) {
+            if (!(p = clipl__prim_new(&k, &desc, op, "layer norm primitive descriptor"))) {
                 rc = clipl_errcode();
                 goto fail;
             }
@@ -200,26 +186,12 @@ int clipl_batch_norm(const clipl_tensor *src, const clipl_tensor *mean, const cl
         clipl__key_addf(&k, eps);
         clipl__prim *p = clipl__prim_get(&k);
         if (!p) {
-            dnnl_engine_t eng = clipl__dnnl_engine(op);
             dnnl_batch_normalization_desc_t desc;
-            dnnl_primitive_attr_t attr;
-            dnnl_primitive_desc_t pd;
-            if (!eng) {
-                rc = clipl_errcode();
-                goto fail;
-            }
             if ((rc = clipl__dnnl_check(dnnl_batch_normalization_forward_desc_init(
                                             &desc, dnnl_forward_inference, &dmd, (float)eps, flags),
                                         op, "batch norm descriptor")))
                 goto fail;
-            if ((rc = clipl__dnnl_attr(&attr, NULL, op)))
-                goto fail;
-            rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
-                                   "batch norm primitive descriptor");
-            dnnl_primitive_attr_destroy(attr);
-            if (rc)
-                goto fail;
-            if (!(p = clipl__prim_put(&k, pd, op))) {
+            if (!(p = clipl__prim_new(&k, &desc, op, "batch norm primitive descriptor"))) {
                 rc = clipl_errcode();
                 goto fail;
             }

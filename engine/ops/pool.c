@@ -99,27 +99,13 @@ static int pool_run(const clipl_tensor *src, clipl_tensor **dst, int kind, int64
     }
     clipl__prim *p = clipl__prim_get(&k);
     if (!p) {
-        dnnl_engine_t eng = clipl__dnnl_engine(op);
         dnnl_pooling_v2_desc_t desc;
-        dnnl_primitive_attr_t attr;
-        dnnl_primitive_desc_t pd;
-        if (!eng) {
-            rc = clipl_errcode();
-            goto fail;
-        }
         if ((rc = clipl__dnnl_check(dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_inference,
                                                                       alg, &smd, &dmd, strides,
                                                                       kernel, dil, pl, pr),
                                     op, "pooling descriptor")))
             goto fail;
-        if ((rc = clipl__dnnl_attr(&attr, NULL, op)))
-            goto fail;
-        rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
-                               "pooling primitive descriptor");
-        dnnl_primitive_attr_destroy(attr);
-        if (rc)
-            goto fail;
-        if (!(p = clipl__prim_put(&k, pd, op))) {
+        if (!(p = clipl__prim_new(&k, &desc, op, "pooling primitive descriptor"))) {
             rc = clipl_errcode();
             goto fail;
         }

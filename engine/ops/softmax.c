@@ -38,26 +38,12 @@ int clipl_softmax(const clipl_tensor *src, clipl_tensor **dst, int dim, int log)
     clipl__key_add(&k, d * 2 + (log ? 1 : 0));
     clipl__prim *p = clipl__prim_get(&k);
     if (!p) {
-        dnnl_engine_t eng = clipl__dnnl_engine(op);
         dnnl_softmax_v2_desc_t desc;
-        dnnl_primitive_attr_t attr;
-        dnnl_primitive_desc_t pd;
-        if (!eng) {
-            rc = clipl_errcode();
-            goto fail;
-        }
         if ((rc = clipl__dnnl_check(
                  dnnl_softmax_v2_forward_desc_init(&desc, dnnl_forward_inference, alg, &md, &md, d),
                  op, "softmax descriptor")))
             goto fail;
-        if ((rc = clipl__dnnl_attr(&attr, NULL, op)))
-            goto fail;
-        rc = clipl__dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), op,
-                               "softmax primitive descriptor");
-        dnnl_primitive_attr_destroy(attr);
-        if (rc)
-            goto fail;
-        if (!(p = clipl__prim_put(&k, pd, op))) {
+        if (!(p = clipl__prim_new(&k, &desc, op, "softmax primitive descriptor"))) {
             rc = clipl_errcode();
             goto fail;
         }
