@@ -15,7 +15,9 @@
 -- of a gradient buffer of the same layout, into which backward passes accumulate. zero_grad is one
 -- memset, clip_grad_norm one reduction, and a step one C call (clipl_adamw_step_flat /
 -- clipl_sgd_step_flat) over the ranges of the parameters that require grad and have a gradient,
--- with each range's lr and weight decay (groups); frozen parameters are skipped. After each step a
+-- with each range's lr and weight decay (groups); frozen parameters are skipped, and those frozen
+-- when the optimizer is made get no buffers at all (a locked tower costs no gradient or state
+-- memory; unfrozen later, they are packed at the next step). After each step a
 -- parameter named logit_scale is clamped to [0, ln 100] (open_clip).
 local ffi = require "ffi"
 local lib = require "clipl.lib"
@@ -131,14 +133,16 @@ local function view_of(s, off, sizes)
     return lib.adopt(C.clipl_tensor_new_view(s, 0, nd, shape, strides, off))
 end
 
--- Packs every parameter (f32 master weights, each once) into one 64-byte-aligned buffer: each
+-- Packs every parameter that requires grad (f32 master weights, each once) into one
+-- 64-byte-aligned buffer (a frozen one, e.g. the locked tower of LiT, gets no buffers: it is packed
+-- at the first step after it requires grad again, sync below): each
 -- tensor is re-pointed into it (clipl_tensor_rebind: the header stays, so the model and every
 -- other holder see the buffer; read-only mappings are copied), and gets a slot in a gradient
 -- buffer of the same layout. self.flat = {n, pstore, gstore, params, grads, state, entries =
 -- {{p, group, tensor, off, len, span, pptr, gview, attached}}}; span reaches the next entry (the
 -- padding between parameters stays zero).
 local function pack(self, what)
-    local entries, seen, n = {}, {}, 0
+    local entries, seen, n, frozen = {}, {}, 0, {}
     for _, g in ipairs(self.groups) do
         for _, p in ipairs(g.params) do
             local t = p.tensor
@@ -153,12 +157,16 @@ local function pack(self, what)
                     ffi.string(C.clipl_dtype_name(t.dt)) ..
                     "; parameters must be f32 tensors (master weights)", 4)
             end
-            local len = tonumber(C.clipl_tensor_numel(t))
-            entries[#entries + 1] = {p = p, group = g, tensor = t, off = n, len = len}
-            n = n + math.ceil(len / ALIGN) * ALIGN
+            if C.clipl_tensor_requires_grad(t) == 0 then
+                frozen[#frozen + 1] = t
+            else
+                local len = tonumber(C.clipl_tensor_numel(t))
+                entries[#entries + 1] = {p = p, group = g, tensor = t, off = n, len = len}
+                n = n + math.ceil(len / ALIGN) * ALIGN
+            end
         end
     end
-    local f = {n = n, entries = entries, state = {}}
+    local f = {n = n, entries = entries, state = {}, frozen = frozen}
     self.flat = f
     if n == 0 then
         return
@@ -186,6 +194,14 @@ end
 -- passes accumulate in place; a slot whose gradient was dropped is zeroed.
 local function sync(self, copy)
     local f = self.flat
+    for _, t in ipairs(f.frozen) do
+        if C.clipl_tensor_requires_grad(t) == 1 then -- unfrozen since packing: pack again
+            local sd = self:state_dict()             -- (views of the old buffers, kept alive)
+            pack(self, self.kind)
+            self:load_state_dict(sd)
+            return sync(self, copy)
+        end
+    end
     for _, e in ipairs(f.entries) do
         local t = e.tensor
         if t.ptr ~= e.pptr then

@@ -337,6 +337,29 @@ describe("the parameter buffer", function()
         assert.tensor_close(c, clip.full({2, 3}, 1 - 4 * k), 1e-6)
     end)
 
+    it("gives parameters frozen at creation no buffers, and packs them when unfrozen", function()
+        local a = clip.ones({16}):requires_grad(true)
+        local locked = clip.ones({1000}):requires_grad(true)
+        clip.optim.freeze({locked = locked}, "locked") -- LiT: the locked tower costs no state
+        local opt = clip.optim.AdamW({{"a", a}, {"locked", locked}}, {lr = 0.1, weight_decay = 0})
+        assert.equal(16, opt.flat.n)
+        local ref = clip.ones({16}):requires_grad(true) -- the same steps, never frozen beside
+        local ropt = clip.optim.AdamW({{"a", ref}}, {lr = 0.1, weight_decay = 0})
+        for _ = 1, 2 do
+            opt:zero_grad(); ropt:zero_grad()
+            ;(a * a):sum():backward(); (ref * ref):sum():backward()
+            opt:step(); ropt:step()
+        end
+        assert.tensor_close(locked, clip.ones({1000}), 0)
+        clip.optim.freeze({locked = locked}, "locked", false)
+        opt:zero_grad(); ropt:zero_grad()
+        ;((a * a):sum() + locked:sum()):backward(); (ref * ref):sum():backward()
+        opt:step(); ropt:step()
+        assert.equal(16 + 1008, opt.flat.n) -- packed now, after a (64-byte aligned)
+        assert.tensor_close(a, ref, 0)     -- a's moments survived the re-packing
+        assert.tensor_close(locked, clip.full({1000}, 0.9), 1e-6) -- AdamW's first step: lr
+    end)
+
     it("packs a parameter back when another optimizer took it", function()
         local w = clip.tensor({1, 2}):requires_grad(true)
         local opt1 = clip.optim.SGD({w}, {lr = 0.5})
