@@ -446,12 +446,12 @@ describe("the bundled model", function()
         end
         local clf = clip.zeroshot.classifier(model, colours, {"a {}"}, {cache = false})
         local acc = clip.train.accuracy(clf:logits(imgs), want)
-        -- the card reports 98.6% on the val split (1594 images); 300 fresh images give a
-        -- binomial standard error of ~0.8%: 90% is far below any plausible draw
+        -- the card reports 96.0% on the val split (1594 images); 300 fresh images give a
+        -- binomial standard error of ~1.1%: 90% is far below any plausible draw
         assert.is_true(acc >= 0.9, string.format("colour accuracy %.3f", acc))
-        -- shape among the 8 shapes ("a circle", ...): the card reports 31.4% on val, chance is
-        -- 12.5%; the standard error on 300 images is ~2.7% (at chance ~1.9%), so 20% is ~4 of
-        -- them below the card's figure and ~4 above chance
+        -- shape among the 8 shapes ("a circle", ...): the card reports 51.8% on val, chance is
+        -- 12.5%; the standard error on 300 images is ~2.9% (at chance ~1.9%), so 35% is ~6 of
+        -- them below the card's figure and ~12 above chance
         local shape_names = clip.shapes.labels().shapes
         for i, s in ipairs(shape_names) do
             index[s] = i
@@ -461,6 +461,6 @@ describe("the bundled model", function()
         end
         clf = clip.zeroshot.classifier(model, shape_names, {"a {}"}, {cache = false})
         acc = clip.train.accuracy(clf:logits(imgs), want)
-        assert.is_true(acc >= 0.2, string.format("shape accuracy %.3f", acc))
+        assert.is_true(acc >= 0.35, string.format("shape accuracy %.3f", acc))
     end)
 end)
