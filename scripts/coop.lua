@@ -32,13 +32,7 @@ local args = cli.parser {
 local function die(msg)
     cli.die("coop", msg)
 end
-if args.threads then
-    clip.set_num_threads(args.threads)
-end
-local model, why = files.load_model(args.model, "coop")
-if not model then
-    die(why)
-end
+local model = files.script_model(args, "coop")
 T.train_params(model, nil, false) -- frozen: only the context learns
 local train, test = files.train_test(args.train, args.test, args.label_column)
 if not train then

@@ -29,13 +29,7 @@ local args = cli.parser {
 local function die(msg)
     cli.die("linear_probe", msg)
 end
-if args.threads then
-    clip.set_num_threads(args.threads)
-end
-local model, why = files.load_model(args.model, "linear_probe")
-if not model then
-    die(why)
-end
+local model = files.script_model(args, "linear_probe")
 local train, test = files.train_test(args.train, args.test, args.label_column)
 if not train then
     die(test)

@@ -127,6 +127,20 @@ function M.load_model(name, command, opts)
     return model
 end
 
+--- The model of a script run from the command line: applies --threads (args.threads), then loads
+-- --model (args.model; the bundled model when absent) or ends the script with the reason
+-- (clipl.cli's die, naming command).
+function M.script_model(args, command)
+    if args.threads then
+        require("clipl").set_num_threads(args.threads)
+    end
+    local model, why = M.load_model(args.model, command)
+    if not model then
+        require("clipl.cli").die(command, why)
+    end
+    return model
+end
+
 --- The clipl.cli options of a script that learns on labelled images (--model, --train, --test,
 -- --label-column; see M.train_test), followed by the script's own.
 function M.train_test_options(own)
